@@ -1,0 +1,160 @@
+"""Deployment profiles: typed settings from a TOML file in the repo, overridable by environment.
+
+A profile is data. Code asks the profile (`profile.storage == "s3"`) instead of branching on
+profile names. `GPU_ANALYSIS_PROFILE` picks the file (`local` by default); every field can be
+overridden by `GPU_ANALYSIS_<FIELD>` (for example `GPU_ANALYSIS_DATA_ROOT`, `GPU_ANALYSIS_BUCKET`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, get_args, get_type_hints
+
+from gpu_analysis.errors import UserError
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+PROFILE_ENV = "GPU_ANALYSIS_PROFILE"
+ENV_PREFIX = "GPU_ANALYSIS_"
+
+Storage = Literal["local", "s3"]
+Execution = Literal["subprocess", "k8s"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class ProfileError(UserError, ValueError):
+    """A profile name or setting is invalid; the message names the setting and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    name: str
+    storage: Storage
+    data_root: Path
+    execution: Execution
+    device: Device
+    model: str
+    sample_fps: float
+    batch_size: int
+    aws_region: str
+    cluster_name: str
+    namespace: str
+    image: str
+    nodepool_gpu_preprocessing: str
+    nodepool_gpu_inference: str
+    nodepool_cpu: str
+    gpu_t4_pool_limit: int
+    gpu_a10g_pool_limit: int
+    bucket: str = ""
+    aws_account_id: str = ""
+
+    @property
+    def incoming_uri(self) -> str:
+        """Where new match videos arrive: a local folder or an s3:// prefix."""
+        if self.storage == "s3":
+            return f"s3://{self.bucket}/incoming/"
+        return str(self.data_root / "incoming")
+
+    @property
+    def results_uri(self) -> str:
+        if self.storage == "s3":
+            return f"s3://{self.bucket}/results/"
+        return str(self.data_root / "results")
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name: str | None = None, env: Mapping[str, str] | None = None) -> Profile:
+    """Load a profile by name (default `$GPU_ANALYSIS_PROFILE`, else `local`) with env overrides."""
+    env = os.environ if env is None else env
+    name = name or env.get(PROFILE_ENV, "").strip() or "local"
+    path = PROFILE_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise ProfileError(
+            f"{PROFILE_ENV}={name!r} is not a profile; choose one of: "
+            + ", ".join(available_profiles())
+        )
+    with path.open("rb") as f:
+        raw: dict[str, object] = tomllib.load(f)
+    raw["name"] = name
+
+    hints = get_type_hints(Profile)
+    for field_name in hints:
+        env_name = ENV_PREFIX + field_name.upper()
+        if field_name != "name" and env_name in env:
+            raw[field_name] = env[env_name]
+
+    unknown = sorted(set(raw) - set(hints))
+    if unknown:
+        raise ProfileError(f"{path.name}: unknown setting(s) {', '.join(unknown)}")
+    missing = sorted(
+        f.name
+        for f in dataclasses.fields(Profile)
+        if f.name not in raw and f.default is dataclasses.MISSING
+    )
+    if missing:
+        raise ProfileError(f"{path.name}: missing setting(s) {', '.join(missing)}")
+
+    values = {key: _coerce(key, value, hints[key], name) for key, value in raw.items()}
+    profile = Profile(**values)
+    _validate(profile)
+    return profile
+
+
+def _setting_label(key: str, profile_name: str) -> str:
+    return f"setting {key!r} (profile {profile_name!r}, env {ENV_PREFIX}{key.upper()})"
+
+
+def _coerce(key: str, value: object, hint: object, profile_name: str) -> object:
+    label = _setting_label(key, profile_name)
+    if getattr(hint, "__origin__", None) is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ProfileError(f"{label}: {value!r} is not one of {', '.join(choices)}")
+        return value
+    try:
+        if hint is Path:
+            return Path(str(value)).expanduser().resolve()
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)  # type: ignore[arg-type]
+        if hint is float:
+            return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ProfileError(f"{label}: {value!r} is not a valid {hint.__name__}") from None
+    return str(value)
+
+
+def _validate(p: Profile) -> None:
+    def fail(key: str, problem: str) -> None:
+        raise ProfileError(f"{_setting_label(key, p.name)}: {problem}")
+
+    if not p.sample_fps > 0:
+        fail("sample_fps", f"must be > 0, got {p.sample_fps}")
+    if p.batch_size < 1:
+        fail("batch_size", f"must be >= 1, got {p.batch_size}")
+    for key in ("gpu_t4_pool_limit", "gpu_a10g_pool_limit"):
+        if getattr(p, key) < 1:
+            fail(key, f"must be >= 1, got {getattr(p, key)}")
+    if p.storage == "s3" and not p.bucket:
+        fail("bucket", "storage is 's3' but no bucket is set")
+    if p.execution == "k8s" and not p.image:
+        fail("image", "execution is 'k8s' but no container image is set")
+
+
+if __name__ == "__main__":
+    # Standard library only, so `make` can check the profile before installing anything.
+    import sys
+
+    try:
+        active = load_profile()
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"profile: {active.name} (storage {active.storage}, execution {active.execution})")

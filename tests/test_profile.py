@@ -1,0 +1,79 @@
+"""Profiles load from their files, take env overrides, and reject bad values by name."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from gpu_analysis.profile import ProfileError, load_profile
+from tests.conftest import REPO_ROOT, subprocess_env
+
+
+def test_local_is_the_default_and_data_root_is_overridable(tmp_path):
+    profile = load_profile(env={"GPU_ANALYSIS_DATA_ROOT": str(tmp_path)})
+    assert profile.name == "local"
+    assert profile.storage == "local" and profile.execution == "subprocess"
+    assert profile.data_root == tmp_path.resolve()
+    assert profile.incoming_uri == str(tmp_path.resolve() / "incoming")
+
+
+def test_staging_is_the_eu_west_3_cluster_of_the_seed():
+    profile = load_profile(env={"GPU_ANALYSIS_PROFILE": "staging"})
+    assert profile.aws_region == "eu-west-3"
+    assert profile.cluster_name == "staging-eu-west-3-gpu-analysis"
+    assert profile.execution == "k8s"
+    assert profile.incoming_uri.startswith("s3://") and profile.incoming_uri.endswith("/incoming/")
+
+
+def test_unknown_profile_names_the_bad_value_and_the_choices():
+    with pytest.raises(ProfileError, match=r"GPU_ANALYSIS_PROFILE='nope'.*local, staging"):
+        load_profile(env={"GPU_ANALYSIS_PROFILE": "nope"})
+
+
+@pytest.mark.parametrize(
+    ("env_name", "value", "message"),
+    [
+        ("GPU_ANALYSIS_SAMPLE_FPS", "fast", r"'sample_fps'.*not a valid float"),
+        ("GPU_ANALYSIS_SAMPLE_FPS", "0", r"'sample_fps'.*must be > 0"),
+        ("GPU_ANALYSIS_BATCH_SIZE", "2.5", r"'batch_size'.*not a valid int"),
+        ("GPU_ANALYSIS_DEVICE", "tpu", r"'device'.*not one of auto, cpu, cuda"),
+        ("GPU_ANALYSIS_STORAGE", "ftp", r"'storage'.*not one of local, s3"),
+    ],
+)
+def test_bad_settings_fail_at_load_naming_the_setting(env_name, value, message):
+    with pytest.raises(ProfileError, match=message):
+        load_profile(env={env_name: value})
+
+
+def test_s3_storage_without_bucket_is_rejected():
+    with pytest.raises(ProfileError, match=r"'bucket'.*no bucket"):
+        load_profile(env={"GPU_ANALYSIS_PROFILE": "staging", "GPU_ANALYSIS_BUCKET": ""})
+
+
+def test_demo_with_bad_profile_fails_fast_with_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "gpu_analysis.demo"],
+        cwd=REPO_ROOT,
+        env=subprocess_env(GPU_ANALYSIS_PROFILE="nope"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "'nope'" in lines[0]
+
+
+def test_cli_prints_the_active_profile():
+    result = subprocess.run(
+        [sys.executable, "-m", "gpu_analysis", "profile", "staging"],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"bucket": "staging-eu-west-3-gpu-analysis-matches"' in result.stdout

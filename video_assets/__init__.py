@@ -1,0 +1,1 @@
+"""Per-match video analysis as Dagster assets: video -> frames -> detections -> maps -> delivery."""
