@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="print the active deployment profile")
     p.add_argument("name", nargs="?", help="profile name (default: $GPU_ANALYSIS_PROFILE or local)")
     p.set_defaults(func=_cmd_profile)
+
+    # Each area registers its subcommands here, one line each: register(sub) adds a parser
+    # whose `func(args) -> int` runs it. Imports stay inside the functions they serve.
     return parser
 
 

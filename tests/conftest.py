@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixture modules of the emulators (moto server, Kubernetes API emulator), added by each area.
+pytest_plugins: list[str] = []
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
