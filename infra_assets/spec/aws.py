@@ -1,0 +1,180 @@
+"""The AWS side of the declared cluster: VPC, placement group, EKS, Karpenter IAM (seed 000)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+SubnetTier = Literal["private", "public", "database"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SubnetSpec:
+    """One subnet: its tier, zone and CIDR. `name` is the stable name used in plans and tags."""
+
+    tier: SubnetTier
+    availability_zone: str
+    cidr: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.tier}-{self.availability_zone}"
+
+
+@dataclasses.dataclass(frozen=True)
+class VpcSpec:
+    """VPC 10.152.0.0/16 across three zones, as in the seed's network CIDR plan."""
+
+    name: str = "gpu-analysis"
+    cidr: str = "10.152.0.0/16"
+    availability_zones: tuple[str, ...] = ("eu-west-3a", "eu-west-3b", "eu-west-3c")
+    # One CIDR per zone, in the order of `availability_zones`.
+    private_subnets: tuple[str, ...] = ("10.152.0.0/20", "10.152.16.0/20", "10.152.32.0/20")
+    public_subnets: tuple[str, ...] = ("10.152.64.0/20", "10.152.80.0/20", "10.152.96.0/20")
+    # Reserved for databases: created and routed inside the VPC only (no internet route).
+    database_subnets: tuple[str, ...] = ("10.152.112.0/20", "10.152.128.0/20", "10.152.144.0/20")
+    # One NAT gateway per zone, so losing a zone does not cut the others off the internet.
+    one_nat_gateway_per_az: bool = True
+    enable_dns_support: bool = True
+    enable_dns_hostnames: bool = True
+    # Load balancer discovery tags of the AWS Load Balancer Controller; Karpenter's discovery tag
+    # (karpenter.sh/discovery = cluster name) is added to the private subnets by the unit.
+    public_subnet_tags: tuple[tuple[str, str], ...] = (("kubernetes.io/role/elb", "1"),)
+    private_subnet_tags: tuple[tuple[str, str], ...] = (("kubernetes.io/role/internal-elb", "1"),)
+
+    def __post_init__(self) -> None:
+        zones = len(self.availability_zones)
+        for tier in ("private", "public", "database"):
+            cidrs = getattr(self, f"{tier}_subnets")
+            if len(cidrs) != zones:
+                raise ValueError(
+                    f"VpcSpec.{tier}_subnets: need one CIDR per availability zone "
+                    f"({zones}), got {len(cidrs)}"
+                )
+
+    @property
+    def subnets(self) -> tuple[SubnetSpec, ...]:
+        """All subnets, tier by tier, zone by zone (9 with the seed's values)."""
+        return tuple(
+            SubnetSpec(tier, az, cidr)
+            for tier in ("private", "public", "database")
+            for az, cidr in zip(
+                self.availability_zones, getattr(self, f"{tier}_subnets"), strict=True
+            )
+        )
+
+    def subnet(self, tier: SubnetTier, availability_zone: str) -> SubnetSpec:
+        for subnet in self.subnets:
+            if subnet.tier == tier and subnet.availability_zone == availability_zone:
+                return subnet
+        raise KeyError(f"no {tier} subnet in {availability_zone}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlacementGroupSpec:
+    """The cluster placement group that keeps GPU preprocessing and inference nodes close.
+
+    EC2 places a cluster placement group in the zone of its first instance; `availability_zone`
+    is the zone the GPU node pools pin themselves to so that this is always eu-west-3a.
+    """
+
+    name: str = "gpu-analysis-gpu-cluster"
+    strategy: Literal["cluster", "spread", "partition"] = "cluster"
+    availability_zone: str = "eu-west-3a"
+    # Karpenter's EC2NodeClass gained `placementGroup` in 1.11; older controllers cannot launch
+    # into the group, so with an older pin the asset reports a warning instead of pretending.
+    karpenter_min_version: str = "1.11.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeGroupSpec:
+    """The managed system node group that runs CoreDNS, kube-proxy and the Karpenter controller."""
+
+    name: str = "system"
+    instance_types: tuple[str, ...] = ("m6i.large",)
+    ami_type: str = "BOTTLEROCKET_x86_64"
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
+    min_size: int = 2
+    max_size: int = 3
+    desired_size: int = 2
+    # Bottlerocket keeps the OS on /dev/xvda and containers/images on the data volume /dev/xvdb.
+    data_volume_device: str = "/dev/xvdb"
+    data_volume_gib: int = 50
+    data_volume_type: str = "gp3"
+    data_volume_encrypted: bool = True
+    labels: tuple[tuple[str, str], ...] = (("gpu-analysis/node-role", "system"),)
+
+    def __post_init__(self) -> None:
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise ValueError(
+                f"NodeGroupSpec {self.name}: need min_size <= desired_size <= max_size, got "
+                f"{self.min_size} <= {self.desired_size} <= {self.max_size}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class EksSpec:
+    """EKS 1.32 with a private API endpoint only."""
+
+    version: str = "1.32"
+    endpoint_private_access: bool = True
+    endpoint_public_access: bool = False
+    # API access entries, no aws-auth ConfigMap.
+    authentication_mode: Literal["API", "API_AND_CONFIG_MAP", "CONFIG_MAP"] = "API"
+    # Cilium (ENI mode) replaces the VPC CNI, so EKS must not install its default aws-node;
+    # CoreDNS, kube-proxy and the Pod Identity agent come back as managed add-ons below.
+    bootstrap_self_managed_addons: bool = False
+    addons: tuple[str, ...] = ("coredns", "kube-proxy", "eks-pod-identity-agent")
+    cluster_role_policies: tuple[str, ...] = ("arn:aws:iam::aws:policy/AmazonEKSClusterPolicy",)
+    node_role_policies: tuple[str, ...] = (
+        "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+        "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+    )
+    # Kubernetes secrets are envelope-encrypted by EKS by default (1.28+); node volumes are
+    # encrypted through the system node group's launch template.
+    system_node_group: NodeGroupSpec = dataclasses.field(default_factory=NodeGroupSpec)
+
+
+@dataclasses.dataclass(frozen=True)
+class InterruptionRuleSpec:
+    """One EventBridge rule feeding Karpenter's interruption queue."""
+
+    name: str  # suffix of the rule name, e.g. "spot-interruption"
+    source: str
+    detail_type: str
+
+
+def default_interruption_rules() -> tuple[InterruptionRuleSpec, ...]:
+    return (
+        InterruptionRuleSpec(
+            "spot-interruption", "aws.ec2", "EC2 Spot Instance Interruption Warning"
+        ),
+        InterruptionRuleSpec("rebalance", "aws.ec2", "EC2 Instance Rebalance Recommendation"),
+        InterruptionRuleSpec(
+            "instance-state-change", "aws.ec2", "EC2 Instance State-change Notification"
+        ),
+        InterruptionRuleSpec("scheduled-change", "aws.health", "AWS Health Event"),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class KarpenterIamSpec:
+    """What Karpenter needs from AWS: Pod Identity, its roles, and the interruption queue."""
+
+    namespace: str = "kube-system"
+    service_account: str = "karpenter"
+    # Role and queue names get the cluster name appended, as the terraform karpenter module does.
+    controller_role_prefix: str = "KarpenterController"
+    node_role_prefix: str = "KarpenterNode"
+    node_role_policies: tuple[str, ...] = (
+        "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+        "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+    )
+    # Interruption messages are useless after a few minutes: a spot warning gives two.
+    queue_message_retention_seconds: int = 300
+    queue_sqs_managed_sse: bool = True
+    interruption_rules: tuple[InterruptionRuleSpec, ...] = dataclasses.field(
+        default_factory=default_interruption_rules
+    )
