@@ -94,7 +94,9 @@ class Plan:
         return text
 
 
-def diff_fields(observed: dict[str, Any], desired: dict[str, Any], prefix: str = "") -> list[FieldDiff]:
+def diff_fields(
+    observed: dict[str, Any], desired: dict[str, Any], prefix: str = ""
+) -> list[FieldDiff]:
     """Field-level differences for the keys the spec sets. Keys only in `observed` are not drift."""
     diffs: list[FieldDiff] = []
     for key, want in desired.items():

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class NoClusterConfigured(RuntimeError):
-    """A Kubernetes unit was asked to touch a cluster, but no kubeconfig/in-cluster config exists."""
+    """A Kubernetes unit must change a cluster, but no kubeconfig or in-cluster config exists."""
 
 
 @dataclasses.dataclass
