@@ -1,11 +1,48 @@
-"""Dagster definitions of the match-analysis area."""
+"""Dagster definitions of the match-analysis area, built from the profile."""
 
 from __future__ import annotations
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from gpu_analysis.profile import Profile
+from video_assets.assets import build_assets
+from video_assets.jobs import process_match
+from video_assets.resources import AnalysisSettings, GpuWorkers, MatchStorage
+from video_assets.sensors import build_match_video_sensor
+
+
+def build_resources(profile: Profile) -> dict[str, object]:
+    s3 = S3Resource(region_name=profile.aws_region)
+    if profile.storage == "s3":
+        root_uri = f"s3://{profile.bucket}"
+        scratch_dir = str(profile.data_root)
+    else:
+        root_uri = str(profile.data_root)
+        scratch_dir = str(profile.data_root / "scratch")
+    return {
+        "storage": MatchStorage(root_uri=root_uri, scratch_dir=scratch_dir, s3=s3),
+        "settings": AnalysisSettings(
+            sample_fps=profile.sample_fps,
+            model=profile.model,
+            device=profile.device,
+            batch_size=profile.batch_size,
+        ),
+        "gpu_workers": GpuWorkers.from_profile(profile),
+    }
 
 
 def build_definitions(profile: Profile) -> dg.Definitions:
-    return dg.Definitions()
+    local_files = profile.storage == "local"
+    sensor = build_match_video_sensor(
+        process_match.name,
+        # Local files can still be growing; S3 lists an object only once its upload is done.
+        require_stable=local_files,
+        interval_s=15 if local_files else 30,
+    )
+    return dg.Definitions(
+        assets=build_assets(profile.execution),
+        jobs=[process_match],
+        sensors=[sensor],
+        resources=build_resources(profile),
+    )

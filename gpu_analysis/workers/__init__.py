@@ -1,0 +1,1 @@
+"""Worker processes for the two GPU steps, launched through Dagster Pipes (process or pod)."""

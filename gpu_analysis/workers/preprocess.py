@@ -1,0 +1,52 @@
+"""GPU step 1 as a Pipes worker: decode a match video into frame shards (T4 preprocessing pool)."""
+
+from __future__ import annotations
+
+import sys
+
+from dagster_pipes import open_dagster_pipes
+
+from gpu_analysis.workers import objects
+from gpu_analysis.workers.reporting import progress_reporter, scratch_prefix
+
+
+def main() -> int:
+    with open_dagster_pipes() as pipes:
+        from gpu_analysis import steps  # the engine loads OpenCV and ONNX Runtime
+
+        extras = pipes.extras
+        shards_uri = extras["shards_uri"]
+        partial_uri = scratch_prefix(shards_uri)
+        # A killed attempt may have left part of its shards here; start from nothing.
+        objects.remove_prefix(partial_uri)
+        summary = steps.preprocess(
+            extras["video_uri"],
+            partial_uri,
+            sample_fps=float(extras["sample_fps"]),
+            model=extras["model"],
+            batch_size=int(extras["batch_size"]),
+            progress=progress_reporter(pipes, "preprocess"),
+        )
+        objects.replace_prefix(partial_uri, shards_uri)
+        facts = summary.as_dict()
+        decode_s = float(facts.get("decode_s") or 0.0)
+        sampled = int(facts.get("sampled_frames", 0))
+        metadata = {
+            **{key: value for key, value in facts.items() if _plain(value)},
+            "sampled_frames_per_s": round(sampled / decode_s, 2) if decode_s > 0 else 0.0,
+            "shards_uri": shards_uri,
+        }
+        pipes.log.info(
+            f"preprocess: {sampled} frames in {facts.get('shards')} shards, "
+            f"{facts.get('shard_bytes')} bytes"
+        )
+        pipes.report_asset_materialization(metadata=metadata)
+    return 0
+
+
+def _plain(value: object) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

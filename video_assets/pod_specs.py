@@ -1,0 +1,164 @@
+"""The one place that builds the pod of a GPU step from the profile: pool, GPU, limits, security."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from gpu_analysis.profile import Profile
+
+Step = Literal["preprocess", "infer"]
+STEPS: tuple[Step, ...] = ("preprocess", "infer")
+
+NODEPOOL_LABEL = "karpenter.sh/nodepool"
+CAPACITY_SPREAD_LABEL = "capacity-spread"
+STEP_LABEL = "gpu-analysis/step"
+WORKER_SERVICE_ACCOUNT = "gpu-analysis-worker"  # bound to an IAM role by EKS Pod Identity
+WORKER_UID = 10001  # the non-root user of deploy/worker.Dockerfile
+SCRATCH_DIR = "/tmp"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResources:
+    cpu: str
+    memory: str
+    ephemeral_storage: str
+    scratch_size: str
+
+
+# Sized to one g4dn.xlarge / g5.xlarge (4 vCPU, 16 GiB) less the node's system reservation, so
+# Karpenter can start the smallest instance of the pool for one step.
+RESOURCES: dict[Step, StepResources] = {
+    "preprocess": StepResources(
+        cpu="3", memory="12Gi", ephemeral_storage="40Gi", scratch_size="40Gi"
+    ),
+    "infer": StepResources(cpu="3", memory="12Gi", ephemeral_storage="20Gi", scratch_size="20Gi"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPod:
+    """Metadata and spec of a step pod, camelCase as the Kubernetes API writes them."""
+
+    step: Step
+    meta: dict[str, Any]
+    spec: dict[str, Any]
+
+    def manifest(self, name: str = "worker") -> dict[str, Any]:
+        """The pod as a whole object, for `kubectl` and schema validation."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, **self.meta},
+            "spec": self.spec,
+        }
+
+
+def _role(profile: Profile, step: Step) -> str:
+    return (
+        profile.nodepool_gpu_preprocessing
+        if step == "preprocess"
+        else profile.nodepool_gpu_inference
+    )
+
+
+def nodepools_for(profile: Profile, step: Step) -> tuple[list[str], bool]:
+    """The Karpenter NodePools serving a step's role, and whether they split on capacity-spread.
+
+    The infrastructure spec knows how a role is split into spot and on-demand pools; without it
+    the role's name is its only pool.
+    """
+    role = _role(profile, step)
+    try:
+        from infra_assets.spec.kubernetes import default_nodepools, nodepool_names
+    except ImportError:
+        return [role], False
+    pools = [p for p in default_nodepools() if p.role == role]
+    if not pools:
+        return [role], False
+    return nodepool_names(role), any(p.capacity_spread for p in pools)
+
+
+def step_pod(profile: Profile, step: Step) -> StepPod:
+    if step not in STEPS:
+        raise ValueError(f"unknown GPU step {step!r}; expected one of {', '.join(STEPS)}")
+    pools, spread = nodepools_for(profile, step)
+    size = RESOURCES[step]
+    labels = {"app.kubernetes.io/name": "gpu-analysis", STEP_LABEL: step}
+    container = {
+        "name": "worker",
+        "image": profile.image,
+        "command": ["python", "-m", f"gpu_analysis.workers.{step}"],
+        "env": [
+            {"name": "AWS_REGION", "value": profile.aws_region},
+            {"name": "GPU_ANALYSIS_PROFILE", "value": profile.name},
+            # A read-only root filesystem: every library cache goes to the scratch volume.
+            {"name": "HOME", "value": SCRATCH_DIR},
+            {"name": "TMPDIR", "value": SCRATCH_DIR},
+        ],
+        "resources": {
+            "requests": {
+                "cpu": size.cpu,
+                "memory": size.memory,
+                "ephemeral-storage": size.ephemeral_storage,
+                "nvidia.com/gpu": "1",
+            },
+            "limits": {
+                "memory": size.memory,
+                "ephemeral-storage": size.ephemeral_storage,
+                "nvidia.com/gpu": "1",
+            },
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
+    }
+    spec: dict[str, Any] = {
+        "serviceAccountName": WORKER_SERVICE_ACCOUNT,
+        "restartPolicy": "Never",  # Dagster's RetryPolicy retries a step, not the kubelet
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": NODEPOOL_LABEL, "operator": "In", "values": pools}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "containers": [container],
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": size.scratch_size}}],
+        # A spot reclaim gives two minutes' notice; the step is retried, so exit promptly.
+        "terminationGracePeriodSeconds": 30,
+    }
+    if spread:
+        # The role's pools carry capacity-spread values in the spot/on-demand ratio; spreading
+        # step pods evenly over those values gives the same ratio of spot to on-demand nodes.
+        spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": CAPACITY_SPREAD_LABEL,
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {STEP_LABEL: step}},
+            }
+        ]
+    return StepPod(step=step, meta={"namespace": profile.namespace, "labels": labels}, spec=spec)

@@ -1,0 +1,136 @@
+"""Resources of the match area: where match files live, analysis settings, the GPU step launcher."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster import AssetExecutionContext
+from dagster_aws.s3 import S3Resource
+
+from gpu_analysis.workers import objects
+from video_assets.pod_specs import STEPS, Step, StepPod, step_pod
+
+VIDEO_SUFFIX = ".mp4"
+CALIBRATION_SUFFIX = ".calibration.json"
+
+
+class MatchStorage(dg.ConfigurableResource):
+    """Where a match's files live: `incoming/`, `work/<match_id>/`, `results/<match_id>/`.
+
+    `root_uri` is a local folder or `s3://bucket`; `scratch_dir` is local disk for the files a
+    CPU step must read locally (probe, aggregation).
+    """
+
+    root_uri: str
+    scratch_dir: str
+    s3: S3Resource
+
+    def _client(self) -> Any:
+        return self.s3.get_client() if objects.is_s3(self.root_uri) else None
+
+    @property
+    def incoming_uri(self) -> str:
+        return objects.join(self.root_uri, "incoming")
+
+    def video_uri(self, match_id: str) -> str:
+        return objects.join(self.incoming_uri, match_id + VIDEO_SUFFIX)
+
+    def calibration_uri(self, match_id: str) -> str:
+        return objects.join(self.incoming_uri, match_id + CALIBRATION_SUFFIX)
+
+    def work_uri(self, match_id: str, *names: str) -> str:
+        return objects.join(self.root_uri, "work", match_id, *names)
+
+    def delivery_uri(self, match_id: str, *names: str) -> str:
+        return objects.join(self.root_uri, "results", match_id, *names)
+
+    def scratch(self, match_id: str, *names: str) -> Path:
+        return Path(self.scratch_dir, match_id, *names)
+
+    def list(self, prefix_uri: str) -> list[objects.StoredObject]:
+        return objects.list_objects(prefix_uri, client=self._client())
+
+    def list_incoming(self) -> list[objects.StoredObject]:
+        return self.list(self.incoming_uri)
+
+    def local_path(self, uri: str, scratch_path: Path) -> Path:
+        """`uri` as a local file: itself when local, else a copy in scratch."""
+        if not objects.is_s3(uri):
+            return Path(uri)
+        return objects.fetch(uri, scratch_path, client=self._client())
+
+    def put_file(self, local_path: Path, uri: str) -> None:
+        objects.put_file(local_path, uri, client=self._client())
+
+    def put_bytes(self, payload: bytes, uri: str) -> None:
+        objects.put_bytes(payload, uri, client=self._client())
+
+    def read_json(self, uri: str) -> Any:
+        return json.loads(objects.read_bytes(uri, client=self._client()))
+
+    def write_json(self, value: Any, uri: str) -> None:
+        self.put_bytes(json.dumps(value, indent=2, sort_keys=True).encode(), uri)
+
+    def remove(self, prefix_uri: str) -> None:
+        objects.remove_prefix(prefix_uri, client=self._client())
+
+    def remove_file(self, uri: str) -> None:
+        objects.remove_file(uri, client=self._client())
+
+    def replace(self, source_uri: str, target_uri: str) -> None:
+        objects.replace_prefix(source_uri, target_uri, client=self._client())
+
+
+class AnalysisSettings(dg.ConfigurableResource):
+    """The engine settings of a match run; the profile gives the defaults."""
+
+    sample_fps: float
+    model: str  # "builtin" or a path to an .onnx file readable by the workers
+    device: str  # auto | cpu | cuda
+    batch_size: int
+    res_m: float = 1.0
+
+
+class GpuWorkers:
+    """Runs a GPU step's worker through Dagster Pipes: a local process, or a pod on its pool."""
+
+    def __init__(self, execution: str, pods: dict[Step, StepPod], namespace: str, image: str):
+        self.execution = execution
+        self.pods = pods
+        self.namespace = namespace
+        self.image = image
+
+    @classmethod
+    def from_profile(cls, profile) -> GpuWorkers:
+        pods = {step: step_pod(profile, step) for step in STEPS}
+        return cls(profile.execution, pods, profile.namespace, profile.image)
+
+    def command(self, step: Step) -> list[str]:
+        python = sys.executable if self.execution == "subprocess" else "python"
+        return [python, "-m", f"gpu_analysis.workers.{step}"]
+
+    def run(
+        self, context: AssetExecutionContext, step: Step, extras: dict[str, Any]
+    ) -> dg.MaterializeResult:
+        if self.execution == "subprocess":
+            invocation = dg.PipesSubprocessClient().run(
+                context=context, command=self.command(step), extras=extras
+            )
+        else:
+            from dagster_k8s import PipesK8sClient
+
+            pod = self.pods[step]
+            invocation = PipesK8sClient().run(
+                context=context,
+                extras=extras,
+                image=self.image,
+                command=self.command(step),
+                namespace=self.namespace,
+                base_pod_meta=pod.meta,
+                base_pod_spec=pod.spec,
+            )
+        return invocation.get_materialize_result()
