@@ -19,6 +19,56 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from gpu_analysis.steps import analyze
+
+    last_tenth = -1
+
+    def progress(message: str, fraction: float) -> None:
+        # One line per tenth: readable in a log, quiet enough for a long match.
+        nonlocal last_tenth
+        tenth = int(fraction * 10)
+        if tenth > last_tenth:
+            last_tenth = tenth
+            print(f"[{fraction:4.0%}] {message}", flush=True)
+
+    report = analyze(
+        args.video,
+        args.calibration,
+        args.out,
+        sample_fps=args.sample_fps,
+        model=args.model,
+        device=args.device,
+        progress=None if args.quiet else progress,
+    )
+    t = report["timings"]
+    print(
+        f"wrote {args.out}: {report['sampled_frames']} frames, "
+        f"{report['detections_on_pitch']} player detections on the pitch, "
+        f"{report['model'].get('execution_provider', '?')}, {t['total_s']:.1f} s "
+        f"({t.get('realtime_factor', 0):.1f}x real time)"
+        + (f", {report['frames_lost']} frames lost" if report["frames_lost"] else "")
+    )
+    return 0
+
+
+def register_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="temperature maps of one match video (contracts section 2)",
+        description="Detect players in VIDEO, project them onto the pitch and write "
+        "temperature maps, PNGs and report.json into DIR.",
+    )
+    p.add_argument("video", help="match video (mp4, mkv, ts, ...)")
+    p.add_argument("--calibration", required=True, metavar="CAL.json", help="pitch calibration")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--sample-fps", type=float, default=5.0, help="frames analysed per second")
+    p.add_argument("--model", default="builtin", help="builtin, or a heat-map/YOLO .onnx file")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_analyze)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpu-analysis",
@@ -32,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Each area registers its subcommands here, one line each: register(sub) adds a parser
     # whose `func(args) -> int` runs it. Imports stay inside the functions they serve.
+    register_analyze(sub)
+    __import__("gpu_analysis.synthetic.cli", fromlist=["register"]).register(sub)
     return parser
 
 

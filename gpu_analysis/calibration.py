@@ -1,0 +1,185 @@
+"""Camera calibration (contracts section 1): load, validate, map image pixels to pitch metres."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+
+from gpu_analysis import storage
+from gpu_analysis.errors import UserError
+
+DEFAULT_PITCH_M = (105.0, 68.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """A ground-plane homography from source-video pixels to pitch metres."""
+
+    length_m: float
+    width_m: float
+    image_points_px: np.ndarray  # float64 (K, 2)
+    pitch_points_m: np.ndarray  # float64 (K, 2)
+    image_to_pitch: np.ndarray  # float64 (3, 3)
+
+    @property
+    def pitch_to_image(self) -> np.ndarray:
+        return np.linalg.inv(self.image_to_pitch)
+
+    def project_to_pitch(self, points_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pitch positions (metres) of image points, and which of them land on the pitch.
+
+        Points beyond the horizon (behind the camera's ground plane) come out with the wrong
+        sign of w and are marked off the pitch like points outside its lines.
+        """
+        positions_m, in_front = _apply(self.image_to_pitch, points_px, self._w_sign)
+        on_pitch = (
+            in_front
+            & (positions_m[:, 0] >= 0)
+            & (positions_m[:, 0] <= self.length_m)
+            & (positions_m[:, 1] >= 0)
+            & (positions_m[:, 1] <= self.width_m)
+        )
+        return positions_m, on_pitch
+
+    def project_to_image(self, positions_m: np.ndarray) -> np.ndarray:
+        points_px, _ = _apply(self.pitch_to_image, positions_m, 0.0)
+        return points_px
+
+    def px_per_m(self, points_px: np.ndarray) -> np.ndarray:
+        """Image pixels per pitch metre across the view at each image point.
+
+        A player stands upright, so their height in pixels is about their height in metres
+        times this ground scale measured sideways (parallel to the image rows).
+        """
+        points_px = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
+        positions_m, _ = _apply(self.image_to_pitch, points_px, 0.0)
+        shifted_m, _ = _apply(self.image_to_pitch, points_px + np.array([1.0, 0.0]), 0.0)
+        metres_per_px = np.linalg.norm(shifted_m - positions_m, axis=1)
+        with np.errstate(divide="ignore"):
+            return np.where(metres_per_px > 0, 1.0 / metres_per_px, 0.0)
+
+    @property
+    def _w_sign(self) -> float:
+        homogeneous = np.c_[self.image_points_px, np.ones(len(self.image_points_px))]
+        return float(np.sign(np.median((homogeneous @ self.image_to_pitch.T)[:, 2])))
+
+    def as_dict(self) -> dict:
+        return {
+            "pitch": {"length_m": self.length_m, "width_m": self.width_m},
+            "image_points": self.image_points_px.tolist(),
+            "pitch_points": self.pitch_points_m.tolist(),
+        }
+
+
+def _apply(h: np.ndarray, points: np.ndarray, w_sign: float) -> tuple[np.ndarray, np.ndarray]:
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    homogeneous = np.c_[points, np.ones(len(points))] @ h.T
+    w = homogeneous[:, 2]
+    valid = np.abs(w) > 1e-12
+    if w_sign:
+        valid &= np.sign(w) == w_sign
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = homogeneous[:, :2] / np.where(valid, w, 1.0)[:, None]
+    return out, valid
+
+
+def _collinear(points: np.ndarray) -> bool:
+    centred = points - points.mean(axis=0)
+    singular = np.linalg.svd(centred, compute_uv=False)
+    return singular[0] == 0 or singular[1] / singular[0] < 1e-6
+
+
+def _homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Direct linear transform on normalised points (Hartley), least squares over all pairs."""
+
+    def normaliser(p: np.ndarray) -> np.ndarray:
+        mean = p.mean(axis=0)
+        spread = np.sqrt(((p - mean) ** 2).sum(axis=1)).mean() or 1.0
+        s = math.sqrt(2) / spread
+        return np.array([[s, 0, -s * mean[0]], [0, s, -s * mean[1]], [0, 0, 1]])
+
+    t_src, t_dst = normaliser(src), normaliser(dst)
+    a = np.c_[src, np.ones(len(src))] @ t_src.T
+    b = np.c_[dst, np.ones(len(dst))] @ t_dst.T
+    rows = []
+    for (x, y, _), (u, v, _) in zip(a, b, strict=True):
+        rows.append([-x, -y, -1, 0, 0, 0, u * x, u * y, u])
+        rows.append([0, 0, 0, -x, -y, -1, v * x, v * y, v])
+    _, _, vt = np.linalg.svd(np.asarray(rows))
+    h = vt[-1].reshape(3, 3)
+    h = np.linalg.inv(t_dst) @ h @ t_src
+    return h / h[2, 2] if abs(h[2, 2]) > 1e-12 else h
+
+
+def calibration_from_dict(raw: object, label: str = "calibration") -> Calibration:
+    """Validate a parsed calibration file; every problem is a UserError naming it."""
+
+    def fail(problem: str) -> UserError:
+        return UserError(f"{label}: {problem}")
+
+    if not isinstance(raw, dict):
+        raise fail("expected a JSON object with pitch, image_points and pitch_points")
+    for key in ("image_points", "pitch_points"):
+        if key not in raw:
+            raise fail(f"missing key {key!r}")
+    pitch = raw.get("pitch", {"length_m": DEFAULT_PITCH_M[0], "width_m": DEFAULT_PITCH_M[1]})
+    if not isinstance(pitch, dict):
+        raise fail('\'pitch\' must be an object like {"length_m": 105, "width_m": 68}')
+    try:
+        length_m = float(pitch.get("length_m", DEFAULT_PITCH_M[0]))
+        width_m = float(pitch.get("width_m", DEFAULT_PITCH_M[1]))
+    except (TypeError, ValueError):
+        raise fail("pitch length_m and width_m must be numbers") from None
+    if not (math.isfinite(length_m) and math.isfinite(width_m) and length_m > 0 and width_m > 0):
+        raise fail(f"pitch size must be positive metres, got {length_m} x {width_m}")
+
+    arrays = {}
+    for key in ("image_points", "pitch_points"):
+        try:
+            arr = np.asarray(raw[key], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise fail(f"{key} must be a list of [x, y] number pairs") from None
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise fail(f"{key} must be a list of [x, y] pairs")
+        if not np.isfinite(arr).all():
+            raise fail(f"{key} contains NaN or infinite values")
+        arrays[key] = arr
+    image_pts, pitch_pts = arrays["image_points"], arrays["pitch_points"]
+    if len(image_pts) != len(pitch_pts):
+        raise fail(
+            f"image_points and pitch_points differ in length ({len(image_pts)} vs "
+            f"{len(pitch_pts)}); they must pair up"
+        )
+    if len(image_pts) < 4:
+        raise fail(f"need at least 4 point pairs, got {len(image_pts)}")
+    for key, arr in (("image_points", image_pts), ("pitch_points", pitch_pts)):
+        if _collinear(arr):
+            raise fail(f"{key} are all collinear; the homography needs points spread over a plane")
+    h = _homography(image_pts, pitch_pts)
+    if not np.isfinite(h).all() or abs(np.linalg.det(h)) < 1e-15 or np.linalg.cond(h) > 1e12:
+        raise fail("the points give a degenerate homography; check the point pairs")
+    cal = Calibration(length_m, width_m, image_pts, pitch_pts, h)
+    # A consistent set reprojects onto itself; a wildly inconsistent one (swapped pairs) does not.
+    projected, _ = _apply(h, image_pts, 0.0)
+    error_m = float(np.max(np.linalg.norm(projected - pitch_pts, axis=1)))
+    if not math.isfinite(error_m) or error_m > max(2.0, 0.05 * max(length_m, width_m)):
+        raise fail(
+            f"the point pairs disagree: reprojection error up to {error_m:.1f} m; "
+            "check that image_points and pitch_points are in the same order"
+        )
+    return cal
+
+
+def load_calibration(path: str | os.PathLike) -> Calibration:
+    label = str(path)
+    if not storage.is_s3(path) and not os.path.isfile(path):
+        raise UserError(f"{label}: no such calibration file")
+    try:
+        raw = json.loads(storage.read_bytes(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{label}: not valid JSON ({exc.__class__.__name__}: {exc})") from None
+    return calibration_from_dict(raw, label)

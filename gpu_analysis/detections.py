@@ -1,0 +1,65 @@
+"""The detections value passed from inference to aggregation, and its file format."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from gpu_analysis import storage
+
+FILE_NAME = "detections.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class Detections:
+    """Every detected player of every sampled frame, in source-video pixels.
+
+    The sampled_* arrays list all frames that were looked at, with or without players, so the
+    time a map covers is known even when a frame is empty.
+    """
+
+    frame_index: np.ndarray  # int64 (K,)
+    timestamp_s: np.ndarray  # float64 (K,)
+    foot_points_px: np.ndarray  # float32 (K, 2), source pixels
+    scores: np.ndarray  # float32 (K,)
+    torso_rgb: np.ndarray  # float32 (K, 3), mean shirt colour
+    torso_valid: np.ndarray  # bool (K,)
+    sampled_frame_index: np.ndarray  # int64 (M,)
+    sampled_timestamp_s: np.ndarray  # float64 (M,)
+
+    def __len__(self) -> int:
+        return len(self.frame_index)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(
+            frame_index=np.zeros(0, np.int64),
+            timestamp_s=np.zeros(0, np.float64),
+            foot_points_px=np.zeros((0, 2), np.float32),
+            scores=np.zeros(0, np.float32),
+            torso_rgb=np.zeros((0, 3), np.float32),
+            torso_valid=np.zeros(0, bool),
+            sampled_frame_index=np.zeros(0, np.int64),
+            sampled_timestamp_s=np.zeros(0, np.float64),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Detections]) -> Detections:
+        if not parts:
+            return cls.empty()
+        return cls(
+            **{
+                f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                for f in dataclasses.fields(cls)
+            }
+        )
+
+    def to_bytes(self) -> bytes:
+        return storage.npz_bytes({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> Detections:
+        arrays = storage.load_npz(payload)
+        return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls)})

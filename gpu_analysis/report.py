@@ -1,0 +1,148 @@
+"""From detections to the delivered files: pitch positions, teams, maps, PNGs and report.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import numpy as np
+
+from gpu_analysis import storage
+from gpu_analysis.accumulate import (
+    PitchGrid,
+    PitchPositions,
+    half_maps,
+    temperature_map,
+    zone_occupancy,
+)
+from gpu_analysis.calibration import Calibration
+from gpu_analysis.detections import Detections
+from gpu_analysis.render import render_map_png
+from gpu_analysis.teams import split_teams
+from gpu_analysis.video import VideoFacts
+
+REPORT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchMaps:
+    """The temperature maps of one match, each float32 (rows, cols) summing to 1 (or all 0)."""
+
+    overall: np.ndarray
+    teams: tuple[np.ndarray, np.ndarray]
+    halves: tuple[np.ndarray, np.ndarray]  # second half turned to the first half's direction
+    half_time_s: float
+
+
+def project(detections: Detections, calibration: Calibration) -> tuple[PitchPositions, np.ndarray]:
+    """Pitch positions of the detections that land on the pitch, teams split by shirt colour.
+
+    Returns the positions and the shirt colour (RGB) of each team. Teams are split over all
+    detections with a colour, on or off the pitch, so both ends of the frame inform them.
+    """
+    positions_m, on_pitch = calibration.project_to_pitch(detections.foot_points_px)
+    team, team_rgb = split_teams(detections.torso_rgb, detections.torso_valid)
+    positions = PitchPositions(
+        frame_index=detections.frame_index,
+        timestamp_s=detections.timestamp_s,
+        positions_m=positions_m,
+        team=team,
+    )
+    return positions.select(on_pitch), team_rgb
+
+
+def match_maps(positions: PitchPositions, grid: PitchGrid, half_time_s: float) -> MatchMaps:
+    return MatchMaps(
+        overall=temperature_map(positions.positions_m, grid),
+        teams=(
+            temperature_map(positions.positions_m[positions.team == 0], grid),
+            temperature_map(positions.positions_m[positions.team == 1], grid),
+        ),
+        halves=half_maps(positions, grid, half_time_s),
+        half_time_s=half_time_s,
+    )
+
+
+def build_outputs(
+    detections: Detections,
+    calibration: Calibration,
+    facts: VideoFacts,
+    *,
+    res_m: float,
+    model: dict,
+    timings: dict,
+    decode: dict,
+) -> tuple[dict[str, bytes], dict]:
+    """Every file of contract section 2 (and the per-team and per-half extras) as bytes."""
+    started = time.perf_counter()
+    grid = PitchGrid(calibration.length_m, calibration.width_m, res_m)
+    positions, team_rgb = project(detections, calibration)
+    maps = match_maps(positions, grid, half_time_s=facts.duration_s / 2)
+    files: dict[str, bytes] = {
+        "temperature_map.npy": storage.npy_bytes(maps.overall),
+        "temperature_map_team_0.npy": storage.npy_bytes(maps.teams[0]),
+        "temperature_map_team_1.npy": storage.npy_bytes(maps.teams[1]),
+        "temperature_map_half_1.npy": storage.npy_bytes(maps.halves[0]),
+        "temperature_map_half_2.npy": storage.npy_bytes(maps.halves[1]),
+    }
+    length_m, width_m = calibration.length_m, calibration.width_m
+    files["temperature_map.png"] = render_map_png(
+        maps.overall, length_m, width_m, "Temperature map: all players"
+    )
+    for t in (0, 1):
+        files[f"temperature_map_team_{t}.png"] = render_map_png(
+            maps.teams[t], length_m, width_m, f"Temperature map: team {t}"
+        )
+
+    sampled = len(detections.sampled_frame_index)
+    team_summary = {}
+    for t in (0, 1):
+        mask = positions.team == t
+        team_summary[f"team_{t}"] = {
+            "detections": int(mask.sum()),
+            "share_of_player_time": round(float(mask.mean()), 6) if len(positions) else 0.0,
+            "players_per_frame_mean": round(float(mask.sum() / sampled), 4) if sampled else 0.0,
+            "shirt_rgb": [round(float(v), 1) for v in team_rgb[t]],
+            "zones": zone_occupancy(positions.positions_m[mask], grid),
+        }
+    team_summary["unassigned_detections"] = int((positions.team < 0).sum())
+
+    # The PNGs and the JSON itself take a few milliseconds more, not counted.
+    timings = dict(timings)
+    timings["aggregate_s"] = round(time.perf_counter() - started, 4)
+    timings["total_s"] = round(timings.get("total_s", 0.0) + timings["aggregate_s"], 4)
+    if timings["total_s"] > 0:
+        timings["frames_per_s"] = round(sampled / timings["total_s"], 3)
+        timings["realtime_factor"] = round(
+            (facts.duration_s - decode.get("frames_lost", 0) / facts.fps) / timings["total_s"], 3
+        )
+    report = {
+        "report_version": REPORT_VERSION,
+        "video": facts.as_dict(),
+        "sample_fps": decode.get("sample_fps"),
+        "sampled_frames": sampled,
+        "frames_decoded": decode.get("frames_decoded"),
+        "frames_lost": decode.get("frames_lost", 0),
+        "stream_complete": decode.get("frames_lost", 0) == 0,
+        "detections_total": len(detections),
+        "detections_on_pitch": len(positions),
+        "players_per_frame_mean": round(len(positions) / sampled, 4) if sampled else 0.0,
+        "grid": {
+            "res_m": res_m,
+            "shape": list(grid.shape),
+            "length_m": length_m,
+            "width_m": width_m,
+        },
+        "zones": zone_occupancy(positions.positions_m, grid),
+        "teams": team_summary,
+        "halves": {
+            "half_time_s": round(maps.half_time_s, 4),
+            "direction": "second half turned half a turn to attack like the first",
+        },
+        "model": model,
+        "timings": timings,
+        "files": sorted([*files, "report.json"]),
+    }
+    files["report.json"] = json.dumps(report, indent=2).encode() + b"\n"
+    return files, report

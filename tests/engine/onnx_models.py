@@ -1,0 +1,127 @@
+"""Small ONNX graphs with known outputs, standing in for real detectors in tests and benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+# onnxruntime 1.31 reads IR version 10; newer onnx writes 14 by default.
+IR_VERSION = 10
+OPSET = 17
+
+
+def _save(graph: onnx.GraphProto, path: Path, metadata: dict[str, str] | None = None) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def brightness_heatmap_model(
+    path: Path,
+    input_wh: tuple[int, int] = (640, 384),
+    stride: int = 4,
+    batch: int | str = "N",
+    threshold: float | None = None,
+) -> Path:
+    """Heat = mean brightness pooled over stride x stride cells: bright spots become peaks."""
+    w, h = input_wh
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, h, w])
+    heat = helper.make_tensor_value_info(
+        "heat", TensorProto.FLOAT, [batch, 1, h // stride, w // stride]
+    )
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["grey"], axes=[1], keepdims=1),
+        helper.make_node(
+            "AveragePool",
+            ["grey"],
+            ["heat"],
+            kernel_shape=[stride, stride],
+            strides=[stride, stride],
+        ),
+    ]
+    graph = helper.make_graph(nodes, "brightness_heatmap", [images], [heat])
+    meta = {"gpu_analysis.threshold": str(threshold)} if threshold is not None else None
+    return _save(graph, path, meta)
+
+
+def conv_heatmap_model(
+    path: Path, input_wh: tuple[int, int] = (640, 384), width: int = 32, depth: int = 6
+) -> Path:
+    """A stand-in of realistic cost: a small strided conv net ending in a sigmoid heat map."""
+    w, h = input_wh
+    rng = np.random.default_rng(0)
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, h, w])
+    heat = helper.make_tensor_value_info("heat", TensorProto.FLOAT, ["N", 1, h // 4, w // 4])
+    nodes, inits = [], []
+    prev, channels = "images", 3
+    for i in range(depth):
+        stride = 2 if i < 2 else 1
+        out_ch = width
+        weight = rng.normal(0, (2.0 / (channels * 9)) ** 0.5, (out_ch, channels, 3, 3)).astype(
+            np.float32
+        )
+        inits.append(numpy_helper.from_array(weight, f"w{i}"))
+        inits.append(numpy_helper.from_array(np.zeros(out_ch, np.float32), f"b{i}"))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [prev, f"w{i}", f"b{i}"],
+                [f"c{i}"],
+                pads=[1, 1, 1, 1],
+                strides=[stride, stride],
+            )
+        )
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        prev, channels = f"r{i}", out_ch
+    head = rng.normal(0, 0.05, (1, channels, 1, 1)).astype(np.float32)
+    inits.append(numpy_helper.from_array(head, "head"))
+    inits.append(numpy_helper.from_array(np.array([-3.0], np.float32), "head_b"))
+    nodes.append(helper.make_node("Conv", [prev, "head", "head_b"], ["logits"]))
+    nodes.append(helper.make_node("Sigmoid", ["logits"], ["heat"]))
+    graph = helper.make_graph(nodes, "conv_heatmap", [images], [heat], initializer=inits)
+    return _save(graph, path)
+
+
+def constant_yolo_model(
+    path: Path, prediction: np.ndarray, input_wh: tuple[int, int] = (640, 640)
+) -> Path:
+    """A YOLO-format model that always predicts `prediction` (4+C, A) for every image."""
+    w, h = input_wh
+    pred = np.asarray(prediction, dtype=np.float32)[None]
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, h, w])
+    out = helper.make_tensor_value_info(
+        "output0", TensorProto.FLOAT, ["N", pred.shape[1], pred.shape[2]]
+    )
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Squeeze", ["m", "sq"], ["m3"]),
+        helper.make_node("Mul", ["m3", "zero"], ["z"]),
+        helper.make_node("Add", ["z", "pred"], ["output0"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([3], np.int64), "sq"),
+        numpy_helper.from_array(np.zeros((1, 1, 1), np.float32), "zero"),
+        numpy_helper.from_array(pred, "pred"),
+    ]
+    graph = helper.make_graph(nodes, "constant_yolo", [images], [out], initializer=inits)
+    return _save(graph, path)
+
+
+def wrong_input_model(path: Path) -> Path:
+    """A valid ONNX model whose input is a single-channel image: not one we can feed."""
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 1, 64, 64])
+    y = helper.make_tensor_value_info("heat", TensorProto.FLOAT, [1, 1, 16, 16])
+    node = helper.make_node(
+        "AveragePool", ["images"], ["heat"], kernel_shape=[4, 4], strides=[4, 4]
+    )
+    return _save(helper.make_graph([node], "wrong_input", [x], [y]), path)
