@@ -46,11 +46,14 @@ class Change:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Everything one unit would do. `warnings` say what the spec asks but cannot be expressed."""
+    """Everything one unit would do. `warnings` say what the spec asks but cannot be expressed;
+    `conflicts` name resources that are not ours but stand where the spec wants ours: the plan
+    never touches them, and applying refuses until a person resolves them."""
 
     unit: str
     changes: tuple[Change, ...] = ()
     warnings: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
 
     @property
     def pending(self) -> tuple[Change, ...]:
@@ -76,6 +79,7 @@ class Plan:
     def as_text(self) -> str:
         lines = [self.summary()]
         lines += [f"  {change}" for change in self.pending]
+        lines += [f"  conflict: {c}" for c in self.conflicts]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -89,8 +93,10 @@ class Plan:
                 f"{_md(change.resource_id or '')} | {diff} |"
             )
         text = "\n".join(rows)
-        if self.warnings:
-            text += "\n\n" + "\n".join(f"- warning: {_md(w)}" for w in self.warnings)
+        notes = [f"- conflict: {_md(c)}" for c in self.conflicts]
+        notes += [f"- warning: {_md(w)}" for w in self.warnings]
+        if notes:
+            text += "\n\n" + "\n".join(notes)
         return text
 
 
@@ -112,10 +118,12 @@ def diff_fields(
 def merge_plans(unit: str, plans: Iterable[Plan]) -> Plan:
     changes: list[Change] = []
     warnings: list[str] = []
+    conflicts: list[str] = []
     for plan in plans:
         changes.extend(plan.changes)
         warnings.extend(plan.warnings)
-    return Plan(unit, tuple(changes), tuple(warnings))
+        conflicts.extend(plan.conflicts)
+    return Plan(unit, tuple(changes), tuple(warnings), tuple(conflicts))
 
 
 def _normalize(value: Any) -> Any:
