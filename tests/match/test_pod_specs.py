@@ -1,0 +1,114 @@
+"""The GPU step pods on the staging profile: valid Kubernetes 1.32 objects on the right pools."""
+
+from __future__ import annotations
+
+import kubernetes
+import kubernetes_validate
+import pytest
+from dagster_k8s.pipes import build_pod_body
+
+from gpu_analysis.profile import load_profile
+from infra_assets.spec.kubernetes import GPU_TAINT, default_nodepools
+from video_assets.definitions import build_definitions
+from video_assets.pod_specs import STEPS, WORKER_UID, step_pod
+
+EXPECTED_POOLS = {
+    "preprocess": ("T4", ["gpu-preprocessing-spot", "gpu-preprocessing-on-demand"]),
+    "infer": ("A10G", ["gpu-inference"]),
+}
+
+
+@pytest.fixture
+def staging():
+    return load_profile("staging")
+
+
+def _as_api_dict(pod) -> dict:
+    return kubernetes.client.ApiClient().sanitize_for_serialization(pod)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_pod_as_launched_validates_against_kubernetes_1_32(staging, step):
+    pod = step_pod(staging, step)
+    kubernetes_validate.validate(pod.manifest(), "1.32", strict=True)
+    # What PipesK8sClient sends: our spec merged with Dagster's name, labels and Pipes env.
+    body = build_pod_body(
+        pod_name=f"dagster-{step}-0123abcd",
+        image=staging.image,
+        command=["python", "-m", f"gpu_analysis.workers.{step}"],
+        env_vars={"DAGSTER_PIPES_CONTEXT": "eyJ4IjogMX0=", "DAGSTER_PIPES_MESSAGES": "e30="},
+        base_pod_meta=pod.meta,
+        base_pod_spec=pod.spec,
+    )
+    launched = {"apiVersion": "v1", "kind": "Pod", **_as_api_dict(body)}
+    kubernetes_validate.validate(launched, "1.32", strict=True)
+    container = launched["spec"]["containers"][0]
+    assert container["image"] == staging.image
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_pod_pins_to_its_node_pools_and_gpu(staging, step):
+    gpu, pools = EXPECTED_POOLS[step]
+    spec = step_pod(staging, step).spec
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    [term] = terms["nodeSelectorTerms"]
+    [expression] = term["matchExpressions"]
+    assert expression == {"key": "karpenter.sh/nodepool", "operator": "In", "values": pools}
+    declared = {p.name: p for p in default_nodepools()}
+    for name in pools:
+        assert declared[name].gpu == gpu
+        assert GPU_TAINT in declared[name].taints
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
+    resources = spec["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == "1"
+    assert resources["requests"]["cpu"] and resources["requests"]["memory"]
+
+
+def test_only_the_split_pools_get_the_capacity_spread(staging):
+    preprocess = step_pod(staging, "preprocess").spec
+    [spread] = preprocess["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "capacity-spread"
+    assert spread["labelSelector"] == {"matchLabels": {"gpu-analysis/step": "preprocess"}}
+    # The inference pool is all on-demand and its nodes carry no capacity-spread label: a
+    # DoNotSchedule spread on it would leave the pod pending for ever.
+    assert "topologySpreadConstraints" not in step_pod(staging, "infer").spec
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_pod_runs_unprivileged_with_pod_identity(staging, step):
+    spec = step_pod(staging, step).spec
+    container = spec["containers"][0]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == WORKER_UID
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["serviceAccountName"] == "gpu-analysis-worker"
+    assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert any(v["name"] == "scratch" and "emptyDir" in v for v in spec["volumes"])
+    names = {e["name"] for e in container["env"]}
+    assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+
+
+def test_gpu_steps_claim_pools_and_preprocessing_retries(staging):
+    defs = build_definitions(staging)
+    graph = defs.get_repository_def().asset_graph
+    frames = defs.get_assets_def("match_frames")
+    detections = defs.get_assets_def("match_detections")
+    assert frames.op.pool == "gpu-t4"
+    assert detections.op.pool == "gpu-a10g"
+    policy = frames.op.retry_policy
+    assert policy.max_retries == 3 and policy.backoff is not None and policy.delay > 0
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {
+        "match_video",
+        "match_frames",
+        "match_detections",
+        "match_temperature_map",
+        "match_delivery",
+    }
+    job = defs.resolve_job_def("process_match")
+    assert job.partitions_def is not None and job.partitions_def.name == "matches"
