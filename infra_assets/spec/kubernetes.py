@@ -75,13 +75,12 @@ class CiliumSpec:
 class KarpenterControllerSpec:
     """The Karpenter controller Helm release: 2 replicas, a disruption budget, the SQS queue."""
 
+    # Namespace and service account come from KarpenterIamSpec, where the Pod Identity
+    # association for them is declared: one place, so they cannot disagree.
     release: str = "karpenter"
-    # kube-system: the Karpenter docs' default, and exempt from the default-deny policy.
-    namespace: str = "kube-system"
     chart: str = "oci://public.ecr.aws/karpenter/karpenter"
     chart_version: str = "1.8.1"
     replicas: int = 2
-    service_account: str = "karpenter"  # the EKS Pod Identity association targets it
     # The seed asks for minAvailable=1. Chart 1.8.1 renders only podDisruptionBudget
     # .maxUnavailable, so with 2 replicas the same guarantee is maxUnavailable=1.
     pdb_min_available_wish: int = 1
@@ -90,14 +89,14 @@ class KarpenterControllerSpec:
     def pdb_max_unavailable(self) -> int:
         return self.replicas - self.pdb_min_available_wish
 
-    def helm_values(self, cluster_name: str, interruption_queue: str) -> dict:
+    def helm_values(self, cluster_name: str, interruption_queue: str, service_account: str) -> dict:
         return {
             "replicas": self.replicas,
             "podDisruptionBudget": {
                 "name": self.release,
                 "maxUnavailable": self.pdb_max_unavailable,
             },
-            "serviceAccount": {"create": True, "name": self.service_account},
+            "serviceAccount": {"create": True, "name": service_account},
             "settings": {"clusterName": cluster_name, "interruptionQueue": interruption_queue},
         }
 
@@ -177,8 +176,12 @@ PLACEMENT_GROUP_ZONE = "eu-west-3a"  # the zone of the stack's cluster placement
 ALL_ZONES = ("eu-west-3a", "eu-west-3b", "eu-west-3c")
 
 
-NODE_CLASS_GPU_INFERENCE = NodeClassSpec("gpu-inference", "300Gi", 10000, 750, True)
-NODE_CLASS_GPU_PREPROCESSING = NodeClassSpec("gpu-preprocessing", "200Gi", 5000, 500, True)
+NODE_CLASS_GPU_INFERENCE = NodeClassSpec(
+    "gpu-inference", "300Gi", 10000, 750, placement_group_wish=True
+)
+NODE_CLASS_GPU_PREPROCESSING = NodeClassSpec(
+    "gpu-preprocessing", "200Gi", 5000, 500, placement_group_wish=True
+)
 # gp3's baseline throughput (125 MiB/s) with the seed's 3000 IOPS.
 NODE_CLASS_CPU_COORDINATION = NodeClassSpec("cpu-coordination", "50Gi", 3000, 125)
 

@@ -1,0 +1,270 @@
+"""Kubernetes boundary: read, create-or-patch and delete objects we own, via the official client.
+
+Built-in and custom objects go through one path (`ApiClient.call_api` with the REST path of the
+object's group/version/plural), so a NodePool and a Namespace are planned and applied the same
+way. Ownership is the label `gpu-analysis/stack=<stack>`: an object without it is never patched
+or deleted, only reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import kubernetes.client
+from kubernetes.client.exceptions import ApiException
+
+from infra_assets.plan import Change, diff_fields
+from infra_assets.spec import OWNER_TAG
+
+NO_CLUSTER_WARNING = "no Kubernetes cluster is configured (kubeconfig/in-cluster)"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+UNIT_LABEL = "gpu-analysis/unit"
+MANAGED_BY = "gpu-analysis"
+FIELD_MANAGER = "gpu-analysis"
+UNOWNED = "unowned:"  # prefix of the plan warning for a declared object that is not ours
+
+# kind -> (group, version, plural, namespaced) for every kind the in-cluster units touch.
+KINDS: dict[str, tuple[str, str, str, bool]] = {
+    "Namespace": ("", "v1", "namespaces", False),
+    "Secret": ("", "v1", "secrets", True),
+    "Deployment": ("apps", "v1", "deployments", True),
+    "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets", True),
+    "NodePool": ("karpenter.sh", "v1", "nodepools", False),
+    "EC2NodeClass": ("karpenter.k8s.aws", "v1", "ec2nodeclasses", False),
+    "CiliumClusterwideNetworkPolicy": (
+        "cilium.io",
+        "v2",
+        "ciliumclusterwidenetworkpolicies",
+        False,
+    ),
+}
+
+
+class UnownedObjectError(RuntimeError):
+    """An object the spec declares exists but is not ours; it was left alone."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectRef:
+    kind: str
+    name: str
+    namespace: str | None = None
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> ObjectRef:
+        meta = obj["metadata"]
+        return cls(obj["kind"], meta["name"], meta.get("namespace"))
+
+    @property
+    def api_version(self) -> str:
+        group, version, _, _ = _kind(self.kind)
+        return f"{group}/{version}" if group else version
+
+    def path(self, with_name: bool = True) -> str:
+        group, version, plural, namespaced = _kind(self.kind)
+        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        if namespaced and self.namespace:
+            path += f"/namespaces/{self.namespace}"
+        elif namespaced and with_name:
+            raise ValueError(f"error: {self.kind} {self.name} needs a namespace")
+        path += f"/{plural}"
+        return f"{path}/{self.name}" if with_name else path
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+def _kind(kind: str) -> tuple[str, str, str, bool]:
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise ValueError(f"error: kind {kind!r} is not known to infra_assets.kube.KINDS") from None
+
+
+def owner_labels(stack: str, unit: str) -> dict[str, str]:
+    """Ownership (the stack) and which unit declared the object, so one unit's destroy or prune
+    never removes another unit's objects."""
+    return {OWNER_TAG: stack, UNIT_LABEL: unit, MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def unit_selector(stack: str, unit: str) -> str:
+    return f"{OWNER_TAG}={stack},{UNIT_LABEL}={unit}"
+
+
+def is_owned(obj: dict[str, Any] | None, stack: str) -> bool:
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    return labels.get(OWNER_TAG) == stack
+
+
+class Kube:
+    """Generic object access over one `kubernetes.client.ApiClient`."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.api_client = api_client
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        return self.api_client.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            response_types_map={200: "object", 201: "object", 202: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+
+    def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", ref.path())
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def list(
+        self, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        try:
+            result = self._call("GET", ObjectRef(kind, "", namespace).path(False), query=query)
+        except ApiException as err:
+            # A custom resource whose CRD is not installed yet (Karpenter, Cilium) has nothing.
+            if err.status == 404:
+                return []
+            raise
+        return list(result.get("items") or [])
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        ref = ObjectRef.of(obj)
+        return self._call(
+            "POST", ref.path(False), body=obj, query=[("fieldManager", FIELD_MANAGER)]
+        )
+
+    def merge_patch(self, ref: ObjectRef, patch: dict[str, Any]) -> dict[str, Any]:
+        return self._call(
+            "PATCH",
+            ref.path(),
+            body=patch,
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type="application/merge-patch+json",
+        )
+
+    def delete(self, ref: ObjectRef) -> bool:
+        try:
+            self._call("DELETE", ref.path())
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+
+def _managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an object we declare and compare: labels and everything but metadata."""
+    fields = {k: v for k, v in obj.items() if k not in ("metadata", "apiVersion", "kind", "status")}
+    fields["metadata"] = {"labels": (obj.get("metadata") or {}).get("labels") or {}}
+    return fields
+
+
+def plan_object(kube: Kube, desired: dict[str, Any], stack: str) -> tuple[Change, str | None]:
+    """Compare one desired object with the live one. Returns the change and, for an object that
+    exists but is not ours, a warning (the change is then "keep": we never touch it)."""
+    ref = ObjectRef.of(desired)
+    observed = kube.get(ref)
+    if observed is None:
+        return Change("create", desired["kind"], str(ref)), None
+    uid = (observed.get("metadata") or {}).get("uid")
+    diffs = tuple(diff_fields(_managed_fields(observed), _managed_fields(desired)))
+    if not is_owned(observed, stack):
+        warning = (
+            f"{UNOWNED} {desired['kind']} {ref} exists without label {OWNER_TAG}={stack}; it is "
+            "left alone: delete it, or label it to let this stack manage it"
+        )
+        return Change("keep", desired["kind"], str(ref), uid, diffs), warning
+    return Change("update" if diffs else "keep", desired["kind"], str(ref), uid, diffs), None
+
+
+def plan_objects(
+    kube: Kube | None, objects: list[dict[str, Any]], stack: str, unit: str
+) -> tuple[list[Change], list[str]]:
+    """Plan the declared objects of one unit, and the deletion of objects the unit created
+    earlier that the spec no longer declares. With no cluster, everything would be created."""
+    if kube is None:
+        return [Change("create", o["kind"], str(ObjectRef.of(o))) for o in objects], []
+    changes, warnings = [], []
+    for obj in objects:
+        change, warning = plan_object(kube, obj, stack)
+        changes.append(change)
+        if warning:
+            warnings.append(warning)
+    declared = {(o["kind"], str(ObjectRef.of(o))) for o in objects}
+    for kind in dict.fromkeys(o["kind"] for o in objects):
+        for live in kube.list(kind, label_selector=unit_selector(stack, unit)):
+            ref = ObjectRef(kind, live["metadata"]["name"], live["metadata"].get("namespace"))
+            if (kind, str(ref)) not in declared and is_owned(live, stack):
+                changes.append(Change("delete", kind, str(ref), live["metadata"].get("uid")))
+    return changes, warnings
+
+
+def apply_objects(kube: Kube, objects: list[dict[str, Any]], changes: list[Change]) -> None:
+    """Carry out the planned changes of `plan_objects`, in the order of `objects`."""
+    by_ref = {(o["kind"], str(ObjectRef.of(o))): o for o in objects}
+    for change in changes:
+        desired = by_ref.get((change.kind, change.name))
+        if desired is not None:
+            apply_object(kube, desired, change)
+        elif change.action == "delete":
+            namespace, _, name = change.name.rpartition("/")
+            kube.delete(ObjectRef(change.kind, name, namespace or None))
+
+
+def apply_object(
+    kube: Kube, desired: dict[str, Any], change: Change, crd_wait_s: float = 120
+) -> None:
+    """Carry out a planned create/update of one object that is ours (or absent)."""
+    if change.action == "create":
+        deadline = time.monotonic() + crd_wait_s
+        while True:
+            try:
+                kube.create(desired)
+                return
+            except ApiException as err:
+                # A CRD installed by the Helm release just before (Cilium's operator registers
+                # its CRDs on start) can take a moment to be served.
+                if err.status != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(5)
+    elif change.action == "update":
+        patch = _managed_fields(desired)
+        kube.merge_patch(ObjectRef.of(desired), patch)
+
+
+def raise_unowned(unit: str, warnings: list[str]) -> None:
+    """After applying what we may: fail loudly if the spec could not be met because of objects
+    that are not ours (a silent success would hide that the cluster is not as declared)."""
+    unowned = [w for w in warnings if w.startswith(UNOWNED)]
+    if unowned:
+        raise UnownedObjectError(f"error: {unit}: " + "; ".join(unowned))
+
+
+def delete_owned(kube: Kube, kinds: list[str], stack: str, unit: str) -> list[Change]:
+    """Delete every object of these kinds (in this order) that this unit of our stack owns."""
+    changes: list[Change] = []
+    for kind in kinds:
+        for obj in kube.list(kind, label_selector=unit_selector(stack, unit)):
+            if not is_owned(obj, stack):  # belt and braces: never trust the filter alone
+                continue
+            ref = ObjectRef(kind, obj["metadata"]["name"], obj["metadata"].get("namespace"))
+            if kube.delete(ref):
+                changes.append(Change("delete", kind, str(ref), obj["metadata"].get("uid")))
+    return changes

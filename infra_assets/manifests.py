@@ -1,0 +1,277 @@
+"""Renders the Kubernetes objects of the in-cluster units from the spec (plain dicts, API-ready).
+
+NodePools and EC2NodeClasses (Karpenter v1), the default-deny CiliumClusterwideNetworkPolicies
+with their allowances, the workload Namespaces, and the Helm values of Cilium and Karpenter.
+Every object carries the stack's ownership labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra_assets.kube import owner_labels
+from infra_assets.spec import ClusterSpec
+from infra_assets.spec.kubernetes import CAPACITY_SPREAD_LABEL, NodeClassSpec, NodePoolSpec
+from infra_assets.spec.kubernetes import node_classes as spec_node_classes
+
+DISCOVERY_TAG = "karpenter.sh/discovery"  # on the private subnets and the node security group
+POLICY_PREFIX = "gpu-analysis"
+
+
+def karpenter_node_role_name(spec: ClusterSpec) -> str:
+    """The IAM role Karpenter's nodes run as (created by the gpu-karpenter-iam unit)."""
+    return f"{spec.karpenter_iam.node_role_prefix}-{spec.cluster_name}"
+
+
+def karpenter_interruption_queue_name(spec: ClusterSpec) -> str:
+    """The SQS queue of spot/health events (created by the gpu-karpenter-iam unit)."""
+    return spec.cluster_name
+
+
+# ---- Karpenter ---------------------------------------------------------------------------
+
+
+def ec2_node_class(spec: ClusterSpec, node_class: NodeClassSpec, unit: str) -> dict[str, Any]:
+    discovery = [{"tags": {DISCOVERY_TAG: spec.cluster_name}}]
+    ebs_common = {"volumeType": "gp3", "encrypted": True, "deleteOnTermination": True}
+    return {
+        "apiVersion": "karpenter.k8s.aws/v1",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": node_class.name, "labels": owner_labels(spec.stack, unit)},
+        "spec": {
+            "role": karpenter_node_role_name(spec),
+            "amiSelectorTerms": [{"alias": node_class.ami_alias}],
+            "subnetSelectorTerms": discovery,
+            "securityGroupSelectorTerms": discovery,
+            # Bottlerocket: /dev/xvda holds the OS, /dev/xvdb images and container data.
+            "blockDeviceMappings": [
+                {
+                    "deviceName": "/dev/xvda",
+                    "ebs": {"volumeSize": node_class.os_volume_size, **ebs_common},
+                },
+                {
+                    "deviceName": "/dev/xvdb",
+                    "ebs": {
+                        "volumeSize": node_class.data_volume_size,
+                        "iops": node_class.data_volume_iops,
+                        "throughput": node_class.data_volume_throughput_mibps,
+                        **ebs_common,
+                    },
+                },
+            ],
+            # IMDSv2 only, hop limit 1: pods cannot borrow the node role's credentials.
+            "metadataOptions": {
+                "httpEndpoint": "enabled",
+                "httpProtocolIPv6": "disabled",
+                "httpPutResponseHopLimit": 1,
+                "httpTokens": "required",
+            },
+            "tags": {**spec.owner_tags, "Name": f"{spec.cluster_name}-{node_class.name}"},
+        },
+    }
+
+
+def nodepool(spec: ClusterSpec, pool: NodePoolSpec, unit: str) -> dict[str, Any]:
+    requirements = [
+        {
+            "key": "node.kubernetes.io/instance-type",
+            "operator": "In",
+            "values": [*pool.instance_types],
+        },
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": [*pool.capacity_types]},
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": [*pool.zones]},
+        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+    ]
+    if pool.capacity_spread:
+        requirements.append(
+            {"key": CAPACITY_SPREAD_LABEL, "operator": "In", "values": [*pool.capacity_spread]}
+        )
+    budgets = []
+    for budget in pool.budgets:
+        entry: dict[str, Any] = {"nodes": budget.nodes}
+        if budget.schedule:
+            entry["schedule"] = budget.schedule
+            entry["duration"] = budget.duration
+        if budget.reasons:
+            entry["reasons"] = [*budget.reasons]
+        budgets.append(entry)
+    template_spec: dict[str, Any] = {
+        "nodeClassRef": {
+            "group": "karpenter.k8s.aws",
+            "kind": "EC2NodeClass",
+            "name": pool.node_class.name,
+        },
+        "requirements": requirements,
+        "expireAfter": pool.expire_after,
+    }
+    if pool.taints:
+        template_spec["taints"] = [
+            {"key": t.key, "value": t.value, "effect": t.effect} for t in pool.taints
+        ]
+    return {
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": pool.name, "labels": owner_labels(spec.stack, unit)},
+        "spec": {
+            "template": {"metadata": {"labels": pool.labels}, "spec": template_spec},
+            "disruption": {
+                "consolidationPolicy": pool.consolidation_policy,
+                "consolidateAfter": pool.consolidate_after,
+                "budgets": budgets,
+            },
+            "limits": {"cpu": pool.limit_cpu, "memory": pool.limit_memory},
+        },
+    }
+
+
+def node_classes(spec: ClusterSpec, unit: str) -> list[dict[str, Any]]:
+    return [ec2_node_class(spec, nc, unit) for nc in spec_node_classes(spec.nodepools)]
+
+
+def nodepools(spec: ClusterSpec, unit: str) -> list[dict[str, Any]]:
+    return [nodepool(spec, pool, unit) for pool in spec.nodepools]
+
+
+# ---- Cilium ------------------------------------------------------------------------------
+
+
+def workload_namespace(spec: ClusterSpec, name: str, unit: str) -> dict[str, Any]:
+    """A namespace for the analysis pods; Pod Security `restricted` keeps them least-privileged."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                **owner_labels(spec.stack, unit),
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            },
+        },
+    }
+
+
+def _policy(spec: ClusterSpec, unit: str, name: str, description: str, body: dict) -> dict:
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumClusterwideNetworkPolicy",
+        "metadata": {"name": f"{POLICY_PREFIX}-{name}", "labels": owner_labels(spec.stack, unit)},
+        "spec": {"description": description, **body},
+    }
+
+
+def network_policies(spec: ClusterSpec, unit: str) -> list[dict[str, Any]]:
+    """Default-deny for every non-exempt namespace, then the allowances a cluster needs."""
+    cilium = spec.cilium
+    governed = {
+        "matchExpressions": [
+            {
+                "key": "k8s:io.kubernetes.pod.namespace",
+                "operator": "NotIn",
+                "values": [*cilium.default_deny_exempt_namespaces],
+            }
+        ]
+    }
+    policies = [
+        # An empty rule selects the endpoints into default-deny without allowing anything.
+        _policy(
+            spec,
+            unit,
+            "default-deny",
+            "Deny all ingress and egress of pods outside the system namespaces unless allowed.",
+            {"endpointSelector": governed, "ingress": [{}], "egress": [{}]},
+        ),
+        _policy(
+            spec,
+            unit,
+            "allow-dns",
+            "Let every pod resolve names through kube-dns (and let Cilium see the answers).",
+            {
+                "endpointSelector": governed,
+                "egress": [
+                    {
+                        "toEndpoints": [
+                            {
+                                "matchLabels": {
+                                    "k8s:io.kubernetes.pod.namespace": "kube-system",
+                                    "k8s:k8s-app": "kube-dns",
+                                }
+                            }
+                        ],
+                        "toPorts": [
+                            {
+                                "ports": [
+                                    {"port": "53", "protocol": "UDP"},
+                                    {"port": "53", "protocol": "TCP"},
+                                ],
+                                "rules": {"dns": [{"matchPattern": "*"}]},
+                            }
+                        ],
+                    }
+                ],
+            },
+        ),
+        _policy(
+            spec,
+            unit,
+            "allow-kube-apiserver",
+            "Let pods reach the Kubernetes API (Dagster run workers launch step pods).",
+            {"endpointSelector": governed, "egress": [{"toEntities": ["kube-apiserver"]}]},
+        ),
+    ]
+    for namespace in cilium.workload_namespaces:
+        in_namespace = {"matchLabels": {"k8s:io.kubernetes.pod.namespace": namespace}}
+        policies.append(
+            _policy(
+                spec,
+                unit,
+                f"allow-intra-namespace-{namespace}",
+                f"Pods in {namespace} may talk to each other, and nothing else may reach them.",
+                {
+                    "endpointSelector": in_namespace,
+                    "ingress": [{"fromEndpoints": [in_namespace]}],
+                    "egress": [{"toEndpoints": [in_namespace]}],
+                },
+            )
+        )
+        policies.append(
+            _policy(
+                spec,
+                unit,
+                f"allow-aws-apis-{namespace}",
+                f"Pods in {namespace} may call AWS APIs (S3 videos and results) over HTTPS.",
+                {
+                    "endpointSelector": in_namespace,
+                    "egress": [
+                        {
+                            "toFQDNs": [
+                                {"matchPattern": p} for p in cilium.allowed_egress_fqdn_patterns
+                            ],
+                            "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}],
+                        }
+                    ],
+                },
+            )
+        )
+    return policies
+
+
+def cilium_objects(spec: ClusterSpec, unit: str) -> list[dict[str, Any]]:
+    """The plain objects of the Cilium unit, in apply order (namespaces before policies)."""
+    return [
+        *(workload_namespace(spec, ns, unit) for ns in spec.cilium.workload_namespaces),
+        *network_policies(spec, unit),
+    ]
+
+
+def cilium_values(spec: ClusterSpec) -> dict[str, Any]:
+    return spec.cilium.helm_values(spec.cluster_name)
+
+
+def karpenter_values(spec: ClusterSpec) -> dict[str, Any]:
+    return spec.karpenter_controller.helm_values(
+        spec.cluster_name,
+        karpenter_interruption_queue_name(spec),
+        spec.karpenter_iam.service_account,
+    )

@@ -1,0 +1,88 @@
+"""gpu-cilium: the Cilium CNI Helm release, workload namespaces and default-deny policies."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from infra_assets import manifests
+from infra_assets.helm import Helm, ReleaseSpec, apply_release, destroy_release, plan_release
+from infra_assets.kube import (
+    NO_CLUSTER_WARNING,
+    Kube,
+    apply_objects,
+    delete_owned,
+    owner_labels,
+    plan_objects,
+    raise_unowned,
+)
+from infra_assets.plan import Plan
+from infra_assets.unit import ApplyResult, NoClusterConfigured, UnitContext
+
+
+class CiliumUnit:
+    name: ClassVar[str] = "gpu-cilium"
+
+    def __init__(self, ctx: UnitContext) -> None:
+        self.ctx = ctx
+        self.spec = ctx.spec
+        self.kube = Kube(ctx.kube) if ctx.kube is not None else None
+
+    def _release(self) -> ReleaseSpec:
+        cilium = self.spec.cilium
+        return ReleaseSpec(
+            name=cilium.release,
+            namespace=cilium.namespace,
+            chart=cilium.chart,
+            version=cilium.chart_version,
+            values=manifests.cilium_values(self.spec),
+            repo=cilium.repository,
+        )
+
+    def _objects(self) -> list[dict]:
+        return manifests.cilium_objects(self.spec, self.name)
+
+    def plan(self) -> Plan:
+        warnings = [] if self.kube else [NO_CLUSTER_WARNING]
+        release_change, release_warning, _ = plan_release(
+            self.kube, self._release(), self.spec.stack
+        )
+        object_changes, object_warnings = plan_objects(
+            self.kube, self._objects(), self.spec.stack, self.name
+        )
+        warnings += [release_warning] if release_warning else []
+        warnings += object_warnings
+        return Plan(self.name, (release_change, *object_changes), tuple(warnings))
+
+    def apply(self) -> ApplyResult:
+        if self.kube is None:
+            raise NoClusterConfigured(
+                f"error: {self.name}: {NO_CLUSTER_WARNING}; set KUBECONFIG or run in-cluster"
+            )
+        plan = self.plan()
+        release = self._release()
+        helm = Helm(self.ctx.helm_binary, self.ctx.kube, self.ctx.log)
+        # The release first: the policies are Cilium custom resources.
+        apply_release(helm, release, plan.changes[0], owner_labels(self.spec.stack, self.name))
+        apply_objects(self.kube, self._objects(), list(plan.changes[1:]))
+        raise_unowned(self.name, list(plan.warnings))
+        policies = [o["metadata"]["name"] for o in self._objects() if o["kind"] != "Namespace"]
+        return ApplyResult(
+            plan,
+            {
+                "cilium_release": release.ref,
+                "cilium_chart_version": release.version,
+                "workload_namespaces": ",".join(self.spec.cilium.workload_namespaces),
+                "network_policies": ",".join(policies),
+            },
+        )
+
+    def destroy(self) -> Plan:
+        if self.kube is None:
+            return Plan(self.name, (), (NO_CLUSTER_WARNING,))
+        stack = self.spec.stack
+        changes = delete_owned(
+            self.kube, ["CiliumClusterwideNetworkPolicy", "Namespace"], stack, self.name
+        )
+        helm = Helm(self.ctx.helm_binary, self.ctx.kube, self.ctx.log)
+        release_changes, warnings = destroy_release(self.kube, helm, self._release(), stack)
+        return Plan(self.name, (*changes, *release_changes), tuple(warnings))
