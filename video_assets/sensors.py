@@ -105,7 +105,7 @@ def plan_incoming(
             next_cursor.submitted[match_id] = version
             continue
         if require_stable and cursor.seen.get(match_id) != version:
-            waiting.append(f"{match_id}: new or changed since the last tick, waiting for it to settle")
+            waiting.append(f"{match_id}: new or changed since the last tick, letting it settle")
             if match_id in cursor.submitted:
                 next_cursor.submitted[match_id] = cursor.submitted[match_id]
             continue

@@ -28,8 +28,11 @@ def main() -> int:
         )
         objects.replace_prefix(partial_uri, detections_uri)
         facts = summary.as_dict()
+        model = facts.get("model") or {}
         metadata = {
             **{key: value for key, value in facts.items() if _plain(value)},
+            "model": str(model.get("name", extras["model"])),
+            "input_size": "x".join(str(n) for n in model.get("input_size", [])),
             "detections_uri": detections_uri,
         }
         pipes.log.info(

@@ -33,6 +33,8 @@ def main() -> int:
         sampled = int(facts.get("sampled_frames", 0))
         metadata = {
             **{key: value for key, value in facts.items() if _plain(value)},
+            "frames": int(facts["video"]["frame_count"]),
+            "input_size": "x".join(str(n) for n in facts["input_size"]),
             "sampled_frames_per_s": round(sampled / decode_s, 2) if decode_s > 0 else 0.0,
             "shards_uri": shards_uri,
         }
