@@ -1,0 +1,55 @@
+"""The seven deployment units of seed 000, in stack order, and who depends on whom."""
+
+from __future__ import annotations
+
+from infra_assets.unit import DeploymentUnit
+from infra_assets.units.cilium import CiliumUnit
+from infra_assets.units.eks import EksUnit
+from infra_assets.units.karpenter_controller import KarpenterControllerUnit
+from infra_assets.units.karpenter_iam import KarpenterIamUnit
+from infra_assets.units.nodepools import NodePoolsUnit
+from infra_assets.units.placement_group import PlacementGroupUnit
+from infra_assets.units.vpc import VpcUnit
+
+# Stack order: each unit comes after everything it depends on (seed 000, "Deployment Stack").
+UNITS: tuple[type[DeploymentUnit], ...] = (
+    VpcUnit,
+    PlacementGroupUnit,
+    EksUnit,
+    CiliumUnit,
+    KarpenterIamUnit,
+    KarpenterControllerUnit,
+    NodePoolsUnit,
+)
+
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "gpu-vpc": (),
+    "gpu-placement-group": ("gpu-vpc",),
+    "gpu-eks": ("gpu-placement-group",),
+    "gpu-cilium": ("gpu-eks",),
+    "gpu-karpenter-iam": ("gpu-eks",),
+    "gpu-karpenter-controller": ("gpu-karpenter-iam",),
+    "gpu-karpenter-nodepools": ("gpu-karpenter-controller",),
+}
+
+# The units that talk to AWS only (the others need a Kubernetes cluster).
+AWS_UNITS: tuple[type[DeploymentUnit], ...] = (
+    VpcUnit,
+    PlacementGroupUnit,
+    EksUnit,
+    KarpenterIamUnit,
+)
+
+TEARDOWN_ORDER: tuple[type[DeploymentUnit], ...] = tuple(reversed(UNITS))
+
+
+def asset_name(unit: type[DeploymentUnit]) -> str:
+    """ "gpu-karpenter-iam" -> "gpu_karpenter_iam", the Dagster asset of the unit."""
+    return unit.name.replace("-", "_")
+
+
+def unit_by_name(name: str) -> type[DeploymentUnit]:
+    for unit in UNITS:
+        if unit.name == name or asset_name(unit) == name:
+            return unit
+    raise KeyError(f"no deployment unit {name!r}; known: {', '.join(u.name for u in UNITS)}")
