@@ -9,6 +9,7 @@ or deleted, only reported.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Any
 
@@ -74,6 +75,26 @@ class ObjectRef:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+def api_client_from_environment() -> kubernetes.client.ApiClient | None:
+    """The cluster of the standard configuration: in-cluster service account first, then
+    kubeconfig ($KUBECONFIG or ~/.kube/config). None when neither exists (the units then plan
+    and say that no cluster is configured)."""
+    import kubernetes.config
+
+    config = kubernetes.client.Configuration()  # not the process-wide default
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    except kubernetes.config.ConfigException:
+        try:
+            # Read $KUBECONFIG now: the client reads it once, when it is imported.
+            kubernetes.config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None, client_configuration=config
+            )
+        except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
+            return None
+    return kubernetes.client.ApiClient(config)
 
 
 def _kind(kind: str) -> tuple[str, str, str, bool]:
@@ -241,7 +262,8 @@ def apply_object(
             except ApiException as err:
                 # A CRD installed by the Helm release just before (Cilium's operator registers
                 # its CRDs on start) can take a moment to be served.
-                if err.status != 404 or time.monotonic() > deadline:
+                is_custom = "." in _kind(desired["kind"])[0]
+                if err.status != 404 or not is_custom or time.monotonic() > deadline:
                     raise
                 time.sleep(5)
     elif change.action == "update":
