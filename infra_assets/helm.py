@@ -18,7 +18,7 @@ from typing import Any
 
 import kubernetes.client
 
-from infra_assets.kube import UNOWNED, Kube
+from infra_assets.kube import Kube
 from infra_assets.plan import Change, diff_fields
 from infra_assets.spec import OWNER_TAG
 
@@ -185,44 +185,41 @@ class ReleaseSpec:
 
 def plan_release(
     kube: Kube | None, want: ReleaseSpec, stack: str
-) -> tuple[Change, str | None, HelmRelease | None]:
+) -> tuple[Change | None, str | None, HelmRelease | None]:
     """Compare a release with its live revision: chart version, status and values.
 
-    Returns the change, a warning when the release exists but is not ours, and the live release.
+    Returns the change (None for a release that is not ours), the conflict when the release
+    exists but is not ours, and the live release.
     """
     if kube is None:
         return Change("create", "helm-release", want.ref), None, None
     live = read_release(kube, want.name, want.namespace)
     if live is None:
         return Change("create", "helm-release", want.ref), None, None
-    observed = {
-        "chart": {"version": live.chart_version},
-        "status": live.status,
-        "values": live.values,
-        "labels": {OWNER_TAG: live.labels.get(OWNER_TAG)},
-    }
-    desired = {
-        "chart": {"version": want.version},
-        "status": "deployed",
-        "values": want.values,
-        "labels": {OWNER_TAG: stack},
-    }
-    diffs = tuple(diff_fields(observed, desired))
-    resource_id = f"revision {live.revision}"
     if live.labels.get(OWNER_TAG) != stack:
-        warning = (
-            f"{UNOWNED} helm release {want.ref} exists without label {OWNER_TAG}={stack}; it is "
-            "left alone: uninstall it, or relabel its release Secret to let this stack manage it"
+        return (
+            None,
+            f"helm release {want.ref} exists without label {OWNER_TAG}={stack}; uninstall it, or "
+            f"label its release Secret {OWNER_TAG}={stack} to adopt it",
+            live,
         )
-        return Change("keep", "helm-release", want.ref, resource_id, diffs), warning, live
+    observed = {"chart": {"version": live.chart_version}, "status": live.status}
+    desired = {"chart": {"version": want.version}, "status": "deployed"}
+    diffs = diff_fields(observed, desired) + diff_fields(live.values, want.values, "values")
     action = "update" if diffs else "keep"
-    return Change(action, "helm-release", want.ref, resource_id, diffs), None, live
+    return (
+        Change(action, "helm-release", want.ref, f"revision {live.revision}", tuple(diffs)),
+        None,
+        live,
+    )
 
 
-def apply_release(helm: Helm, want: ReleaseSpec, change: Change, labels: dict[str, str]) -> None:
+def apply_release(
+    helm: Helm, want: ReleaseSpec, change: Change | None, labels: dict[str, str]
+) -> None:
     """Install or upgrade when the plan says so. An upgrade also undoes edits of the live
     objects (a scaled Deployment): Helm 3 patches from the live state to the chart's manifest."""
-    if change.action in ("create", "update"):
+    if change is not None and change.action in ("create", "update"):
         helm.upgrade_install(
             want.name, want.chart, want.version, want.namespace, want.values, labels, want.repo
         )
@@ -231,11 +228,12 @@ def apply_release(helm: Helm, want: ReleaseSpec, change: Change, labels: dict[st
 def destroy_release(
     kube: Kube, helm: Helm, want: ReleaseSpec, stack: str
 ) -> tuple[list[Change], list[str]]:
-    """Uninstall the release if it exists and is ours; an unowned one is only reported."""
-    change, warning, live = plan_release(kube, want, stack)
+    """Uninstall the release if it exists and is ours; one that is not ours is left alone and
+    reported as a warning."""
+    change, conflict, live = plan_release(kube, want, stack)
     if live is None:
         return [], []
-    if warning:
-        return [], [warning]
+    if change is None:
+        return [], [f"left alone: {conflict}"]
     helm.uninstall(want.name, want.namespace)
     return [Change("delete", "helm-release", want.ref, change.resource_id)], []

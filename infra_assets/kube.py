@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from infra_assets.plan import Change, diff_fields
+from infra_assets.plan import Change, Plan, diff_fields
 from infra_assets.spec import OWNER_TAG
 
 NO_CLUSTER_WARNING = "no Kubernetes cluster is configured (kubeconfig/in-cluster)"
@@ -24,7 +24,6 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 UNIT_LABEL = "gpu-analysis/unit"
 MANAGED_BY = "gpu-analysis"
 FIELD_MANAGER = "gpu-analysis"
-UNOWNED = "unowned:"  # prefix of the plan warning for a declared object that is not ours
 
 # kind -> (group, version, plural, namespaced) for every kind the in-cluster units touch.
 KINDS: dict[str, tuple[str, str, str, bool]] = {
@@ -44,7 +43,7 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
 
 
 class UnownedObjectError(RuntimeError):
-    """An object the spec declares exists but is not ours; it was left alone."""
+    """Objects the spec declares exist but are not ours: applying refuses to touch them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,21 +196,23 @@ def _managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def plan_object(kube: Kube, desired: dict[str, Any], stack: str) -> tuple[Change, str | None]:
-    """Compare one desired object with the live one. Returns the change and, for an object that
-    exists but is not ours, a warning (the change is then "keep": we never touch it)."""
+def plan_object(
+    kube: Kube, desired: dict[str, Any], stack: str
+) -> tuple[Change | None, str | None]:
+    """Compare one desired object with the live one. An object that exists but is not ours
+    gives no change but a conflict: we never touch it, and applying refuses until a person
+    deletes or adopts it."""
     ref = ObjectRef.of(desired)
     observed = kube.get(ref)
     if observed is None:
         return Change("create", desired["kind"], str(ref)), None
+    if not is_owned(observed, stack):
+        return None, (
+            f"{desired['kind']} {ref} exists without label {OWNER_TAG}={stack}; delete it, "
+            f"or label it {OWNER_TAG}={stack} to adopt it"
+        )
     uid = (observed.get("metadata") or {}).get("uid")
     diffs = tuple(diff_fields(_managed_fields(observed), _managed_fields(desired)))
-    if not is_owned(observed, stack):
-        warning = (
-            f"{UNOWNED} {desired['kind']} {ref} exists without label {OWNER_TAG}={stack}; it is "
-            "left alone: delete it, or label it to let this stack manage it"
-        )
-        return Change("keep", desired["kind"], str(ref), uid, diffs), warning
     return Change("update" if diffs else "keep", desired["kind"], str(ref), uid, diffs), None
 
 
@@ -219,22 +220,24 @@ def plan_objects(
     kube: Kube | None, objects: list[dict[str, Any]], stack: str, unit: str
 ) -> tuple[list[Change], list[str]]:
     """Plan the declared objects of one unit, and the deletion of objects the unit created
-    earlier that the spec no longer declares. With no cluster, everything would be created."""
+    earlier that the spec no longer declares. Returns the changes and the conflicts. With no
+    cluster, everything would be created."""
     if kube is None:
         return [Change("create", o["kind"], str(ObjectRef.of(o))) for o in objects], []
-    changes, warnings = [], []
+    changes, conflicts = [], []
     for obj in objects:
-        change, warning = plan_object(kube, obj, stack)
-        changes.append(change)
-        if warning:
-            warnings.append(warning)
+        change, conflict = plan_object(kube, obj, stack)
+        if change:
+            changes.append(change)
+        if conflict:
+            conflicts.append(conflict)
     declared = {(o["kind"], str(ObjectRef.of(o))) for o in objects}
     for kind in dict.fromkeys(o["kind"] for o in objects):
         for live in kube.list(kind, label_selector=unit_selector(stack, unit)):
             ref = ObjectRef(kind, live["metadata"]["name"], live["metadata"].get("namespace"))
             if (kind, str(ref)) not in declared and is_owned(live, stack):
                 changes.append(Change("delete", kind, str(ref), live["metadata"].get("uid")))
-    return changes, warnings
+    return changes, conflicts
 
 
 def apply_objects(kube: Kube, objects: list[dict[str, Any]], changes: list[Change]) -> None:
@@ -271,12 +274,13 @@ def apply_object(
         kube.merge_patch(ObjectRef.of(desired), patch)
 
 
-def raise_unowned(unit: str, warnings: list[str]) -> None:
-    """After applying what we may: fail loudly if the spec could not be met because of objects
-    that are not ours (a silent success would hide that the cluster is not as declared)."""
-    unowned = [w for w in warnings if w.startswith(UNOWNED)]
-    if unowned:
-        raise UnownedObjectError(f"error: {unit}: " + "; ".join(unowned))
+def refuse_conflicts(plan: Plan, stack: str) -> None:
+    """Before applying anything: objects that are not ours stand where the spec wants ours."""
+    if plan.conflicts:
+        raise UnownedObjectError(
+            f"error: {plan.unit}: refusing to apply, objects not owned by stack {stack!r} are "
+            f"in the way: {'; '.join(plan.conflicts)}"
+        )
 
 
 def delete_owned(kube: Kube, kinds: list[str], stack: str, unit: str) -> list[Change]:

@@ -13,7 +13,7 @@ from infra_assets.kube import (
     delete_owned,
     owner_labels,
     plan_objects,
-    raise_unowned,
+    refuse_conflicts,
 )
 from infra_assets.plan import Plan
 from infra_assets.unit import ApplyResult, NoClusterConfigured, UnitContext
@@ -42,16 +42,16 @@ class CiliumUnit:
         return manifests.cilium_objects(self.spec, self.name)
 
     def plan(self) -> Plan:
-        warnings = [] if self.kube else [NO_CLUSTER_WARNING]
-        release_change, release_warning, _ = plan_release(
+        warnings = () if self.kube else (NO_CLUSTER_WARNING,)
+        release_change, release_conflict, _ = plan_release(
             self.kube, self._release(), self.spec.stack
         )
-        object_changes, object_warnings = plan_objects(
-            self.kube, self._objects(), self.spec.stack, self.name
-        )
-        warnings += [release_warning] if release_warning else []
-        warnings += object_warnings
-        return Plan(self.name, (release_change, *object_changes), tuple(warnings))
+        changes, conflicts = plan_objects(self.kube, self._objects(), self.spec.stack, self.name)
+        if release_change:
+            changes.insert(0, release_change)
+        if release_conflict:
+            conflicts.insert(0, release_conflict)
+        return Plan(self.name, tuple(changes), warnings, tuple(conflicts))
 
     def apply(self) -> ApplyResult:
         if self.kube is None:
@@ -59,12 +59,15 @@ class CiliumUnit:
                 f"error: {self.name}: {NO_CLUSTER_WARNING}; set KUBECONFIG or run in-cluster"
             )
         plan = self.plan()
+        refuse_conflicts(plan, self.spec.stack)
         release = self._release()
         helm = Helm(self.ctx.helm_binary, self.ctx.kube, self.ctx.log)
+        release_changes = [c for c in plan.changes if c.kind == "helm-release"]
         # The release first: the policies are Cilium custom resources.
-        apply_release(helm, release, plan.changes[0], owner_labels(self.spec.stack, self.name))
-        apply_objects(self.kube, self._objects(), list(plan.changes[1:]))
-        raise_unowned(self.name, list(plan.warnings))
+        for change in release_changes:
+            apply_release(helm, release, change, owner_labels(self.spec.stack, self.name))
+        object_changes = [c for c in plan.changes if c.kind != "helm-release"]
+        apply_objects(self.kube, self._objects(), object_changes)
         policies = [o["metadata"]["name"] for o in self._objects() if o["kind"] != "Namespace"]
         return ApplyResult(
             plan,

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from infra_assets import manifests
 from infra_assets.helm import Helm, ReleaseSpec, apply_release, destroy_release, plan_release
-from infra_assets.kube import NO_CLUSTER_WARNING, Kube, ObjectRef, owner_labels, raise_unowned
+from infra_assets.kube import NO_CLUSTER_WARNING, Kube, ObjectRef, owner_labels, refuse_conflicts
 from infra_assets.plan import Change, FieldDiff, Plan
 from infra_assets.spec.kubernetes import karpenter_controller_warnings
 from infra_assets.unit import ApplyResult, NoClusterConfigured, UnitContext
@@ -61,11 +61,11 @@ class KarpenterControllerUnit:
         warnings = karpenter_controller_warnings(self.spec.karpenter_controller)
         if self.kube is None:
             warnings.insert(0, NO_CLUSTER_WARNING)
-        change, warning, live = plan_release(self.kube, release, self.spec.stack)
+        change, conflict, live = plan_release(self.kube, release, self.spec.stack)
+        if conflict:
+            return Plan(self.name, (), tuple(warnings), (conflict,))
         changes = [change]
-        if warning:
-            warnings.append(warning)
-        elif live is not None:
+        if live is not None:
             changes += self._live_objects(release)
         return Plan(self.name, tuple(changes), tuple(warnings))
 
@@ -75,6 +75,7 @@ class KarpenterControllerUnit:
                 f"error: {self.name}: {NO_CLUSTER_WARNING}; set KUBECONFIG or run in-cluster"
             )
         plan = self.plan()
+        refuse_conflicts(plan, self.spec.stack)
         release = self._release()
         release_change = plan.changes[0]
         if release_change.action == "keep" and plan.has_changes:
@@ -83,7 +84,6 @@ class KarpenterControllerUnit:
             release_change = Change("update", "helm-release", release.ref)
         helm = Helm(self.ctx.helm_binary, self.ctx.kube, self.ctx.log)
         apply_release(helm, release, release_change, owner_labels(self.spec.stack, self.name))
-        raise_unowned(self.name, list(plan.warnings))
         return ApplyResult(
             plan,
             {

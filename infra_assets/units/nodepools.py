@@ -11,7 +11,7 @@ from infra_assets.kube import (
     apply_objects,
     delete_owned,
     plan_objects,
-    raise_unowned,
+    refuse_conflicts,
 )
 from infra_assets.plan import Plan
 from infra_assets.spec.kubernetes import nodepool_warnings
@@ -36,10 +36,8 @@ class NodePoolsUnit:
     def plan(self) -> Plan:
         warnings = [] if self.kube else [NO_CLUSTER_WARNING]
         warnings += nodepool_warnings(self.spec.nodepools, self.spec.karpenter_controller)
-        changes, object_warnings = plan_objects(
-            self.kube, self._objects(), self.spec.stack, self.name
-        )
-        return Plan(self.name, tuple(changes), tuple(warnings + object_warnings))
+        changes, conflicts = plan_objects(self.kube, self._objects(), self.spec.stack, self.name)
+        return Plan(self.name, tuple(changes), tuple(warnings), tuple(conflicts))
 
     def apply(self) -> ApplyResult:
         if self.kube is None:
@@ -47,8 +45,8 @@ class NodePoolsUnit:
                 f"error: {self.name}: {NO_CLUSTER_WARNING}; set KUBECONFIG or run in-cluster"
             )
         plan = self.plan()
+        refuse_conflicts(plan, self.spec.stack)
         apply_objects(self.kube, self._objects(), list(plan.changes))
-        raise_unowned(self.name, list(plan.warnings))
         return ApplyResult(
             plan,
             {

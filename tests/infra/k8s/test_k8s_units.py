@@ -161,7 +161,7 @@ def test_a_release_on_another_chart_version_is_planned_as_an_upgrade(ctx, kube_a
     assert [str(d) for d in plan.pending[0].diffs] == ["chart.version: 1.8.0 -> 1.8.1"]
 
 
-def test_unowned_objects_are_never_changed_and_apply_says_so(ctx, kube_api, helm_log):
+def test_unowned_objects_are_never_changed_and_apply_refuses(ctx, kube_api):
     theirs = {
         "apiVersion": "karpenter.sh/v1",
         "kind": "NodePool",
@@ -171,16 +171,17 @@ def test_unowned_objects_are_never_changed_and_apply_says_so(ctx, kube_api, helm
     version_before = kube_api.store.put(*KARPENTER, theirs)["metadata"]["resourceVersion"]
     unit = NodePoolsUnit(ctx)
     plan = unit.plan()
-    change = next(c for c in plan.changes if c.name == "gpu-inference" and c.kind == "NodePool")
-    assert change.action == "keep" and change.diffs
-    assert any(w.startswith("unowned: NodePool gpu-inference") for w in plan.warnings)
-    with pytest.raises(UnownedObjectError, match="gpu-inference exists without label"):
+    assert not [c for c in plan.changes if c.name == "gpu-inference" and c.kind == "NodePool"]
+    assert len(plan.conflicts) == 1
+    assert plan.conflicts[0].startswith(f"NodePool gpu-inference exists without label {OWNER_TAG}")
+    with pytest.raises(UnownedObjectError, match=r"refusing to apply.*NodePool gpu-inference"):
         unit.apply()
     after = kube_api.store.get(*KARPENTER, "gpu-inference")
     assert after["spec"] == {"limits": {"cpu": "8"}}
     assert after["metadata"]["resourceVersion"] == version_before
-    # everything else was still created
-    assert "gpu-preprocessing-spot" in kube_api.store.names("nodepools")
+    assert kube_api.store.names("nodepools") == ["gpu-inference"]  # nothing half-applied
+    unit.destroy()
+    assert kube_api.store.get(*KARPENTER, "gpu-inference") == after
 
 
 def test_an_unowned_helm_release_is_neither_upgraded_nor_uninstalled(ctx, kube_api, helm_log):
@@ -197,11 +198,13 @@ def test_an_unowned_helm_release_is_neither_upgraded_nor_uninstalled(ctx, kube_a
     )
     calls = len(helm_calls(helm_log))
     unit = CiliumUnit(ctx)
+    assert unit.plan().conflicts[0].startswith("helm release kube-system/cilium exists without")
     with pytest.raises(UnownedObjectError, match="helm release kube-system/cilium"):
         unit.apply()
     assert len(helm_calls(helm_log)) == calls
     plan = unit.destroy()
     assert not any(c.kind == "helm-release" for c in plan.changes)
+    assert plan.warnings[0].startswith("left alone: helm release kube-system/cilium")
     assert len(helm_calls(helm_log)) == calls
     assert read_release(Kube(ctx.kube), "cilium", "kube-system").chart_version == "1.15.0"
 
