@@ -17,6 +17,7 @@ from gpu_analysis.workers.objects import StoredObject
 from video_assets.partitions import is_valid_match_id, matches
 from video_assets.resources import CALIBRATION_SUFFIX, VIDEO_SUFFIX, MatchStorage
 
+SENSOR_NAME = "match_video_sensor"
 CURSOR_VERSION = 1
 
 
@@ -118,7 +119,7 @@ def build_match_video_sensor(
     job_name: str, *, require_stable: bool, interval_s: int
 ) -> dg.SensorDefinition:
     @dg.sensor(
-        name="match_video_sensor",
+        name=SENSOR_NAME,
         job_name=job_name,
         minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -157,3 +158,29 @@ def build_match_video_sensor(
         )
 
     return match_video_sensor
+
+
+def tick_once(
+    defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
+) -> tuple[list[dg.RunRequest], str | None]:
+    """One evaluation of the sensor as the daemon does it: its partitions added, its cursor back.
+
+    For `make demo` and the tests, which drive the sensor without a daemon.
+    """
+    repository = defs.get_repository_def()
+    sensor = repository.get_sensor_def(SENSOR_NAME)
+    with (
+        dg.build_sensor_context(
+            instance=instance,
+            # With a ref, run requests are checked against the partitions the tick adds.
+            instance_ref=instance.get_ref(),
+            cursor=cursor,
+            repository_def=repository,
+            resources=defs.resources,
+        ) as context,
+        dg.partition_loading_context(dynamic_partitions_store=instance),
+    ):
+        data = sensor.evaluate_tick(context)
+    for request in data.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return list(data.run_requests or []), data.cursor

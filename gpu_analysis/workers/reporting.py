@@ -20,15 +20,15 @@ KILL_ONCE_ENV = "GPU_ANALYSIS_FAULT_KILL_ONCE"
 def progress_reporter(
     pipes: Any, step: str, *, every_s: float = 2.0
 ) -> Callable[[str, float], None]:
-    """A `progress(stage, fraction)` callback that logs through Pipes at most every `every_s`."""
-    last = {"at": 0.0, "stage": ""}
+    """A `progress(message, fraction)` callback logging through Pipes about every `every_s`."""
+    last_at = [-every_s]
     kill_marker = _kill_marker(step)
 
-    def progress(stage: str, fraction: float) -> None:
+    def progress(message: str, fraction: float) -> None:
         now = time.monotonic()
-        if stage != last["stage"] or fraction >= 1.0 or now - last["at"] >= every_s:
-            pipes.log.info(f"{step}: {stage} {fraction:.0%}")
-            last.update(at=now, stage=stage)
+        if fraction >= 1.0 or now - last_at[0] >= every_s:
+            pipes.log.info(f"{step}: {message} ({fraction:.0%})")
+            last_at[0] = now
         if kill_marker is not None and fraction >= 0.5 and not kill_marker.exists():
             kill_marker.write_text(f"{step} killed at {fraction:.0%}\n")
             os.kill(os.getpid(), signal.SIGKILL)
