@@ -123,6 +123,8 @@ def step_pod(profile: Profile, step: Step) -> StepPod:
     }
     spec: dict[str, Any] = {
         "serviceAccountName": WORKER_SERVICE_ACCOUNT,
+        # Workers never call the Kubernetes API; Pod Identity mounts its own token.
+        "automountServiceAccountToken": False,
         "restartPolicy": "Never",  # Dagster's RetryPolicy retries a step, not the kubelet
         "securityContext": {
             "runAsNonRoot": True,

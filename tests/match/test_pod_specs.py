@@ -93,7 +93,7 @@ def test_pod_runs_unprivileged_with_pod_identity(staging, step):
     assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
 
 
-def test_gpu_steps_claim_pools_and_preprocessing_retries(staging):
+def test_gpu_steps_claim_pools_and_retry(staging):
     defs = build_definitions(staging)
     graph = defs.get_repository_def().asset_graph
     frames = defs.get_assets_def("match_frames")
@@ -112,3 +112,11 @@ def test_gpu_steps_claim_pools_and_preprocessing_retries(staging):
     }
     job = defs.resolve_job_def("process_match")
     assert job.partitions_def is not None and job.partitions_def.name == "matches"
+
+
+def test_pool_limits_come_from_the_profile(staging, instance):
+    from video_assets.definitions import apply_pool_limits
+
+    assert apply_pool_limits(instance, staging) == {"gpu-t4": 4, "gpu-a10g": 4}
+    for pool in ("gpu-t4", "gpu-a10g"):
+        assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 4
