@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -85,21 +83,6 @@ def cluster_spec_for(
 
 def kubernetes_client() -> Any:
     """An ApiClient from in-cluster config or the kubeconfig; None when neither exists."""
-    from kubernetes import client, config
+    from infra_assets.kube import api_client_from_environment
 
-    if (
-        os.environ.get("KUBERNETES_SERVICE_HOST")
-        and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").is_file()
-    ):
-        config.load_incluster_config()
-        return client.ApiClient()
-    paths = [
-        Path(p).expanduser()
-        for p in os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)
-        if p
-    ]
-    existing = [str(p) for p in paths if p.is_file()]
-    if not existing:
-        return None
-    # Explicit path: the client library reads $KUBECONFIG once, at import time.
-    return config.new_client_from_config(config_file=os.pathsep.join(existing))
+    return api_client_from_environment()

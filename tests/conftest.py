@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 # Fixture modules of the emulators (moto server, Kubernetes API emulator), added by each area.
-pytest_plugins: list[str] = ["tests.emulators.kube_api"]
+pytest_plugins: list[str] = ["tests.emulators.kube_api", "tests.emulators.aws"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
