@@ -125,9 +125,10 @@ def decode_heatmap(
     """Peaks of one foot-point heat map, in cell coordinates, with their scores.
 
     A peak is a cell above `threshold` that is the maximum of its (2r+1)^2 neighbourhood; ties
-    on a plateau keep the first cell in raster order. Its position is refined to a sub-cell
-    weighted centroid over its 3x3 neighbourhood. Cell coordinate c is input pixel
-    (c + 0.5) * stride, the convention the built-in model is trained to.
+    on a plateau keep the first cell in raster order. Its position is refined along each axis
+    by a parabola through the log of the peak and its two neighbours (exact for Gaussians).
+    Cell coordinate c is input pixel (c + 0.5) * stride, the convention the built-in model
+    is trained to.
     Returns (points_cells_xy float64 (K, 2), scores float32 (K,)), strongest first.
     """
     from scipy.ndimage import maximum_filter
@@ -155,18 +156,35 @@ def decode_heatmap(
             kept[i + 1 :] &= ~close
     ys, xs, scores = ys[kept], xs[kept], scores[kept]
 
-    padded = np.pad(heat, 1, mode="constant", constant_values=0.0)
-    offsets = np.array([-1, 0, 1])
-    # 3x3 windows around each peak (padded coordinates are +1).
-    win = padded[
-        (ys + 1)[:, None, None] + offsets[None, :, None], (xs + 1)[:, None, None] + offsets
-    ]
-    win = np.clip(win, 0.0, None).astype(np.float64)
-    total = win.sum(axis=(1, 2))
-    dy = (win.sum(axis=2) * offsets).sum(axis=1) / total
-    dx = (win.sum(axis=1) * offsets).sum(axis=1) / total
+    padded = np.pad(heat, 1, mode="edge").astype(np.float64)
+    centre = padded[ys + 1, xs + 1]
+    dx = _log_parabola_offset(padded[ys + 1, xs], centre, padded[ys + 1, xs + 2])
+    dy = _log_parabola_offset(padded[ys, xs + 1], centre, padded[ys + 2, xs + 1])
     points = np.stack([xs + dx, ys + dy], axis=1)
     return points, scores.astype(np.float32)
+
+
+def _log_parabola_offset(before: np.ndarray, centre: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Sub-cell offset of a peak from its two neighbours along one axis.
+
+    A parabola through the logarithms is exact for a Gaussian peak of any width (a plain
+    weighted centroid pulls towards the cell centre); where a value is not positive, a
+    centroid of the three values stands in.
+    """
+    tiny = 1e-12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lb, lc, la = (
+            np.log(np.maximum(before, tiny)),
+            np.log(np.maximum(centre, tiny)),
+            np.log(np.maximum(after, tiny)),
+        )
+        curvature = lb - 2 * lc + la
+        parabola = 0.5 * (lb - la) / curvature
+        weights = np.clip(before, 0, None) + np.clip(centre, 0, None) + np.clip(after, 0, None)
+        centroid = (np.clip(after, 0, None) - np.clip(before, 0, None)) / weights
+    usable = (np.minimum(before, after) > tiny) & (curvature < 0) & np.isfinite(parabola)
+    offset = np.where(usable, parabola, np.nan_to_num(centroid))
+    return np.clip(offset, -0.5, 0.5)
 
 
 def decode_yolo(

@@ -240,8 +240,17 @@ def detect_batch(
         heights = _player_heights_input_px(
             feet_px, frame_feet.heights_px, batch.geometry, calibration
         )
-        rgb, valid = torso_colours(
-            batch.images_rgb[i], batch.geometry.to_input_px(feet_px), heights
+        # Shirts are read only for players on the pitch: the crowd is not a team, and the
+        # colour reading is the costly part of this loop.
+        on_pitch = (
+            calibration.project_to_pitch(feet_px)[1]
+            if calibration is not None
+            else np.ones(k, bool)
+        )
+        rgb = np.zeros((k, 3), np.float32)
+        valid = np.zeros(k, bool)
+        rgb[on_pitch], valid[on_pitch] = torso_colours(
+            batch.images_rgb[i], batch.geometry.to_input_px(feet_px[on_pitch]), heights[on_pitch]
         )
         parts.append(
             Detections(

@@ -5,17 +5,22 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# A torso pixel this far (RGB distance) from the frame's typical colour is shirt, not grass.
+# A torso pixel this far (RGB distance) from the grass around the player is shirt.
 _BACKGROUND_DISTANCE = 40.0
 # Where the torso sits, as fractions of the player's height above the foot point.
 _TORSO_CENTRE = 0.65
 _TORSO_HALF_HEIGHT = 0.15
 _TORSO_HALF_WIDTH = 0.12
+# The grass colour is the median of a box this many heights wide around the player: local,
+# because stripes, shadows and lighting change the pitch colour across the frame.
+_BACKGROUND_HALF_SIZE = 1.5
 
 
-def background_rgb(image_rgb: np.ndarray) -> np.ndarray:
-    """The frame's dominant colour (the pitch), as the median of a coarse pixel grid."""
-    return np.median(image_rgb[::8, ::8].reshape(-1, 3), axis=0).astype(np.float32)
+def _box(image: np.ndarray, cx: float, cy: float, half_w: float, half_h: float) -> np.ndarray:
+    h_img, w_img = image.shape[:2]
+    x0, x1 = max(int(np.floor(cx - half_w)), 0), min(int(np.ceil(cx + half_w)), w_img)
+    y0, y1 = max(int(np.floor(cy - half_h)), 0), min(int(np.ceil(cy + half_h)), h_img)
+    return image[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
 
 
 def torso_colours(
@@ -24,28 +29,26 @@ def torso_colours(
     """Mean shirt colour of each player in one letterboxed frame.
 
     Looks in a box centred at 65% of the player's height above the foot point and averages
-    the pixels that differ from the pitch colour. Returns (rgb float32 (K, 3), valid (K,)).
+    the pixels that differ from the grass around the player. Returns (rgb float32 (K, 3),
+    valid (K,)); a player with no such pixel (hidden, off-frame) is not valid.
     """
     k = len(feet_input_px)
     colours = np.zeros((k, 3), dtype=np.float32)
     valid = np.zeros(k, dtype=bool)
-    if k == 0:
-        return colours, valid
-    h_img, w_img = image_rgb.shape[:2]
-    background = background_rgb(image_rgb)
     for i, ((x, y), height) in enumerate(zip(feet_input_px, heights_input_px, strict=True)):
         if not np.isfinite(height) or height <= 0:
             continue
-        cy = y - _TORSO_CENTRE * height
-        half_h = max(1.0, _TORSO_HALF_HEIGHT * height)
-        half_w = max(1.0, _TORSO_HALF_WIDTH * height)
-        x0, x1 = int(np.floor(x - half_w)), int(np.ceil(x + half_w))
-        y0, y1 = int(np.floor(cy - half_h)), int(np.ceil(cy + half_h))
-        x0, y0 = max(x0, 0), max(y0, 0)
-        x1, y1 = min(x1, w_img), min(y1, h_img)
-        if x1 <= x0 or y1 <= y0:
+        patch = _box(
+            image_rgb,
+            x,
+            y - _TORSO_CENTRE * height,
+            max(1.0, _TORSO_HALF_WIDTH * height),
+            max(1.0, _TORSO_HALF_HEIGHT * height),
+        )
+        around = _box(image_rgb, x, y - 0.5 * height, *(2 * [_BACKGROUND_HALF_SIZE * height]))
+        if len(patch) == 0 or len(around) == 0:
             continue
-        patch = image_rgb[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
+        background = np.median(around, axis=0)
         shirt = patch[np.linalg.norm(patch - background, axis=1) > _BACKGROUND_DISTANCE]
         if len(shirt):
             colours[i] = shirt.mean(axis=0)

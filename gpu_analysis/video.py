@@ -19,6 +19,9 @@ import numpy as np
 
 from gpu_analysis.errors import UserError
 
+# The environment above only counts if cv2 was not imported yet; this covers the other case.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 _CODEC_NAMES = {
     "avc1": "h264",
     "h264": "h264",
@@ -151,33 +154,47 @@ def iter_sampled_frames(
     """Decode `facts.path` once, front to back, yielding the frames picked by `sample_indices`.
 
     Frames in between are only grabbed (decoded, never converted to BGR), which is most of the
-    saving over reading every frame. A stream that breaks off ends the iteration; `stats` then
-    says how many frames the container announced but could not be decoded.
+    saving over reading every frame. Frame numbers follow the presentation timestamps, so a
+    stretch missing from a damaged stream is counted as lost and later frames keep their true
+    numbers. A stream that breaks off ends the iteration; `stats` then says how many frames
+    were lost: the gaps, plus those the container announced but could not be decoded.
     """
     stats = stats if stats is not None else DecodeStats()
     wanted = sample_indices(facts.fps, sample_fps)
     next_index = next(wanted)
     cap = _open(Path(facts.path))
-    index = 0
+    index = -1
+    first_pts_ms: float | None = None
     try:
         # Read until the decoder stops rather than to the announced count: stream containers
         # (MPEG-TS) only estimate their frame count.
         while True:
             started = time.perf_counter()
-            ok = cap.grab()
-            image = None
-            if ok and index == next_index:
-                ok, image = cap.retrieve()
-            stats.decode_s += time.perf_counter() - started
-            if not ok:
+            if not cap.grab():
+                stats.decode_s += time.perf_counter() - started
                 break
+            index += 1
+            pts_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+            if math.isfinite(pts_ms):
+                first_pts_ms = pts_ms if first_pts_ms is None else first_pts_ms
+                from_pts = round((pts_ms - first_pts_ms) * facts.fps / 1000.0)
+                if from_pts > index:
+                    stats.frames_lost += from_pts - index
+                    index = from_pts
+            while next_index < index:
+                next_index = next(wanted)
+            image = None
+            if index == next_index:
+                ok, image = cap.retrieve()
+                if not ok:
+                    image = None
+            stats.decode_s += time.perf_counter() - started
             stats.frames_decoded += 1
             if image is not None:
                 stats.sampled_frames += 1
                 next_index = next(wanted)
                 yield SampledFrame(index, index / facts.fps, image)
-            index += 1
     finally:
         cap.release()
-    stats.frames_lost = max(0, facts.frame_count - stats.frames_decoded)
+    stats.frames_lost += max(0, facts.frame_count - (index + 1))
     stats.stopped_early = stats.frames_lost > 0

@@ -125,3 +125,37 @@ def wrong_input_model(path: Path) -> Path:
         "AveragePool", ["images"], ["heat"], kernel_shape=[4, 4], strides=[4, 4]
     )
     return _save(helper.make_graph([node], "wrong_input", [x], [y]), path)
+
+
+def kit_colour_heatmap_model(
+    path: Path,
+    input_wh: tuple[int, int] = (640, 384),
+    stride: int = 4,
+    gain: float = 8.0,
+    threshold: float = 0.5,
+) -> Path:
+    """Heat where a pixel is far from grass green (red + blue - 1.4 green), pooled per cell.
+
+    It finds shirts and white lines alike: a crude detector with a real, image-driven output.
+    """
+    w, h = input_wh
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, h, w])
+    heat = helper.make_tensor_value_info(
+        "heat", TensorProto.FLOAT, ["N", 1, h // stride, w // stride]
+    )
+    weight = (gain * np.array([1.0, -1.4, 1.0], np.float32)).reshape(1, 3, 1, 1)
+    nodes = [
+        helper.make_node("Conv", ["images", "kit_w"], ["kit"]),
+        helper.make_node("Relu", ["kit"], ["kit_pos"]),
+        helper.make_node(
+            "MaxPool",
+            ["kit_pos"],
+            ["pooled"],
+            kernel_shape=[stride, stride],
+            strides=[stride, stride],
+        ),
+        helper.make_node("Tanh", ["pooled"], ["heat"]),
+    ]
+    inits = [numpy_helper.from_array(weight, "kit_w")]
+    graph = helper.make_graph(nodes, "kit_colour_heatmap", [images], [heat], initializer=inits)
+    return _save(graph, path, {"gpu_analysis.threshold": str(threshold)})

@@ -1,0 +1,77 @@
+"""Fixtures of the engine tests: one synthetic match clip with its truth, stand-in ONNX models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, free_port, subprocess_env
+from tests.engine import onnx_models
+
+FFMPEG = "/usr/bin/ffmpeg"
+
+
+@dataclass(frozen=True)
+class Clip:
+    video: Path
+    calibration: Path
+    truth: object  # gpu_analysis.synthetic.ClipTruth
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
+    """A 6 s 1280x720 25 fps H.264 match clip (tactical camera, 10 players a side)."""
+    from gpu_analysis.synthetic import generate_match_clip
+
+    folder = tmp_path_factory.mktemp("clip")
+    video = folder / "match.mp4"
+    truth = generate_match_clip(video, seed=3, duration_s=6.0, fps=25.0, width=1280, height=720)
+    return Clip(video, folder / "match.calibration.json", truth)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    return {
+        "conv": onnx_models.conv_heatmap_model(folder / "conv.onnx"),
+        "bright": onnx_models.brightness_heatmap_model(folder / "bright.onnx", threshold=0.6),
+        "kit": onnx_models.kit_colour_heatmap_model(folder / "kit.onnx"),
+        "wrong_input": onnx_models.wrong_input_model(folder / "wrong_input.onnx"),
+    }
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([FFMPEG, "-v", "error", "-y", *args], check=True)
+
+
+def run_cli(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gpu_analysis", *map(str, args)],
+        env=subprocess_env(),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[str]:
+    """A moto S3 server over HTTP; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+__all__ = ["Clip", "ffmpeg", "run_cli", "sys"]
