@@ -212,7 +212,7 @@ def build_assets(execution: str) -> list[dg.AssetsDefinition]:
         record = storage.read_json(storage.work_uri(match_id, "video.json"))
         manifest = {
             "match_id": match_id,
-            "run_id": context.run_id,
+            "run_id": context.run.run_id,
             "video_sha256": record["sha256"],
             "files": files,
         }

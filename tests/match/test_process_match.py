@@ -7,6 +7,8 @@ import hashlib
 import json
 import re
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -216,3 +218,32 @@ def test_corrupt_video_fails_with_the_engine_error_and_no_delivery(local_env):
         e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
     ]
     assert retried == []
+
+
+def test_gpu_step_waits_for_a_free_slot_in_its_pool(local_env):
+    """Another run holds the only gpu-t4 slot: this run's preprocessing waits, then goes."""
+    storage = local_env.instance.event_log_storage
+    storage.set_concurrency_slots("gpu-t4", 1)
+    claim = storage.claim_concurrency_slot("gpu-t4", "another-run", "match_frames")
+    assert claim.is_claimed
+    local_env.drop("queued")
+    outcome: dict[str, dg.ExecuteInProcessResult] = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=local_env.run("queued")))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not _asset_done(local_env.instance, "match_video", "queued"):
+            assert time.monotonic() < deadline, "match_video never finished"
+            time.sleep(0.5)
+        time.sleep(3)
+        assert worker.is_alive()
+        assert not _asset_done(local_env.instance, "match_frames", "queued")
+    finally:
+        storage.free_concurrency_slots_for_run("another-run")
+        worker.join(timeout=120)
+    assert outcome["result"].success
+
+
+def _asset_done(instance: dg.DagsterInstance, asset: str, partition: str) -> bool:
+    record = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return record is not None and record.dagster_event.partition == partition
