@@ -18,8 +18,8 @@ from typing import Any
 
 import kubernetes.client
 
-from infra_assets.kube import Kube
-from infra_assets.plan import Change, diff_fields
+from infra_assets.kube import Kube, leaves
+from infra_assets.plan import Change, FieldDiff, diff_fields
 from infra_assets.spec import OWNER_TAG
 
 RELEASE_SECRET_TYPE = "helm.sh/release.v1"
@@ -191,11 +191,11 @@ def plan_release(
     Returns the change (None for a release that is not ours), the conflict when the release
     exists but is not ours, and the live release.
     """
-    if kube is None:
-        return Change("create", "helm-release", want.ref), None, None
-    live = read_release(kube, want.name, want.namespace)
+    live = read_release(kube, want.name, want.namespace) if kube is not None else None
     if live is None:
-        return Change("create", "helm-release", want.ref), None, None
+        diffs = [FieldDiff("chart.version", None, want.version)]
+        diffs += leaves(want.values, "values")
+        return Change("create", "helm-release", want.ref, None, tuple(diffs)), None, None
     if live.labels.get(OWNER_TAG) != stack:
         return (
             None,

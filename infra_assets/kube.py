@@ -15,7 +15,7 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from infra_assets.plan import Change, Plan, diff_fields
+from infra_assets.plan import Change, FieldDiff, Plan, diff_fields
 from infra_assets.spec import OWNER_TAG
 
 NO_CLUSTER_WARNING = "no Kubernetes cluster is configured (kubeconfig/in-cluster)"
@@ -175,6 +175,25 @@ def _managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def leaves(value: dict[str, Any], prefix: str = "") -> list[FieldDiff]:
+    """Every leaf field of a desired value as a diff from absent (what a create would set)."""
+    diffs: list[FieldDiff] = []
+    for key, item in value.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(item, dict) and item:
+            diffs.extend(leaves(item, path))
+        else:
+            diffs.append(FieldDiff(path, None, item))
+    return diffs
+
+
+def creation(desired: dict[str, Any]) -> Change:
+    """A create, with every field it sets (ownership labels aside) shown in the plan."""
+    fields = {k: v for k, v in _managed_fields(desired).items() if k != "metadata"}
+    diffs = leaves(fields) or leaves(_managed_fields(desired))
+    return Change("create", desired["kind"], str(ObjectRef.of(desired)), None, tuple(diffs))
+
+
 def plan_object(
     kube: Kube, desired: dict[str, Any], stack: str
 ) -> tuple[Change | None, str | None]:
@@ -184,7 +203,7 @@ def plan_object(
     ref = ObjectRef.of(desired)
     observed = kube.get(ref)
     if observed is None:
-        return Change("create", desired["kind"], str(ref)), None
+        return creation(desired), None
     if not is_owned(observed, stack):
         return None, (
             f"{desired['kind']} {ref} exists without label {OWNER_TAG}={stack}; delete it, "
@@ -202,7 +221,7 @@ def plan_objects(
     earlier that the spec no longer declares. Returns the changes and the conflicts. With no
     cluster, everything would be created."""
     if kube is None:
-        return [Change("create", o["kind"], str(ObjectRef.of(o))) for o in objects], []
+        return [creation(o) for o in objects], []
     changes, conflicts = [], []
     for obj in objects:
         change, conflict = plan_object(kube, obj, stack)
