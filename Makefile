@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/var/dagster
 INSTANCE := $(DAGSTER_HOME)/dagster.yaml
 
-.PHONY: install demo dev test lint format profile-check clean
+.PHONY: install demo dev test lint format profile-check clean train-model
 
 install: $(STAMP)
 
@@ -41,6 +41,18 @@ format: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+
+# The built-in model, from scratch on the CPU: render a randomized training set to /tmp, train
+# (fixed seeds, a fixed number of steps), export gpu_analysis/models/builtin.onnx and record its
+# held-out evaluation beside it. Needs the `train` extra (torch); see docs/model.md.
+TRAIN_DATA ?= /tmp/footnet-data
+TRAIN_STEPS ?= 3000
+train-model: $(STAMP)
+	@$(PY) -c 'import torch, onnx' 2>/dev/null || $(PY) -m pip install -q -e '.[train]'
+	$(PY) -m training.data --out $(TRAIN_DATA) --clips 400
+	$(PY) -m training.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS)
+	$(PY) -m training.export --data-meta $(TRAIN_DATA)/meta.json
+	$(PY) -m training.evaluate --write
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -132,7 +132,7 @@ def preset_camera(name: str, width: int, height: int) -> Camera:
     """A fixed camera setup by name (see CAMERA_PRESETS)."""
     if name == "tactical":
         # High on the main stand at the halfway line; whole pitch in view.
-        pos, target = (52.5, -38.0, 42.0), (52.5, 30.0, 0.0)
+        pos, target = (52.5, -32.0, 52.0), (52.5, 30.0, 0.0)
         rot = look_at(pos, target)
         focal = _fit_focal_px(width, height, pos, rot, margin_m=1.5, fill=0.97)
     elif name == "wide":

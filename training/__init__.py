@@ -1,0 +1,1 @@
+"""Training the built-in foot-point heat-map model (needs the `train` extra: torch, onnx)."""

@@ -1,0 +1,94 @@
+"""Exporting a trained FootNet checkpoint as the shipped ONNX model, with its metadata.
+
+python -m training.export --checkpoint /tmp/footnet.pt --summary /tmp/footnet-train.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from training.data import INPUT_WH
+from training.net import ExportedFootNet, FootNet
+
+MODEL_DIR = Path(__file__).resolve().parent.parent / "gpu_analysis" / "models"
+NAME = "footnet-v1"
+# Peaks of a correctly placed player are >= ~0.6 (a Gaussian seen off its centre cell);
+# below 0.3 the heat is mostly the shoulder of a neighbour's peak.
+THRESHOLD = 0.3
+
+
+def export(checkpoint: Path, out: Path, threshold: float = THRESHOLD) -> Path:
+    net = FootNet()
+    net.load_state_dict(torch.load(checkpoint, map_location="cpu"))
+    model = ExportedFootNet(net).eval()
+    w, h = INPUT_WH
+    example = torch.zeros(1, 3, h, w)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model,
+        example,
+        str(out),
+        input_names=["images"],
+        output_names=["heatmap"],
+        opset_version=17,
+        dynamic_axes={"images": {0: "batch"}, "heatmap": {0: "batch"}},
+        dynamo=False,
+    )
+    proto = onnx.load(str(out))
+    # onnx writes its newest IR version; onnxruntime 1.31 reads up to 10.
+    proto.ir_version = 10
+    meta = {
+        "gpu_analysis.format": "heatmap",
+        "gpu_analysis.name": NAME,
+        "gpu_analysis.stride": str(FootNet.stride),
+        "gpu_analysis.threshold": str(threshold),
+    }
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+
+    # The exported graph must agree with torch and load in onnxruntime.
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.rand(2, 3, h, w)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = session.run(None, {"images": x.numpy()})[0]
+    assert got.shape == (2, 1, h // FootNet.stride, w // FootNet.stride), got.shape
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/footnet.pt"))
+    parser.add_argument("--summary", type=Path, default=Path("/tmp/footnet-train.json"))
+    parser.add_argument("--data-meta", type=Path, default=Path("/tmp/footnet-data/meta.json"))
+    parser.add_argument("--out", type=Path, default=MODEL_DIR / "builtin.onnx")
+    args = parser.parse_args()
+    path = export(args.checkpoint, args.out)
+    card = {
+        "name": NAME,
+        "input": {"name": "images", "shape": ["N", 3, INPUT_WH[1], INPUT_WH[0]]},
+        "output": {"name": "heatmap", "stride": FootNet.stride},
+        "threshold": THRESHOLD,
+        "bytes": path.stat().st_size,
+    }
+    if args.summary.exists():
+        card["training"] = json.loads(args.summary.read_text())
+    if args.data_meta.exists():
+        card["data"] = json.loads(args.data_meta.read_text())
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps({"model": str(path), "bytes": card["bytes"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Training FootNet on the rendered set, on the CPU, for a fixed number of steps.
+
+    python -m training.train --data /tmp/footnet-data --steps 3000
+
+Targets: a Gaussian at each foot point on the stride-4 grid, centred at the exact sub-cell
+position (cell coordinate = input px / 4 - 0.5, the engine's convention) so that the peak's
+neighbours carry the sub-cell offset the engine's decoder reads back. Loss: quality focal loss
+(BCE against the soft target, weighted by |target - prediction|^2), normalised by players.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from training.net import FootNet
+
+STRIDE = 4
+CROP_WH = (256, 160)
+SIGMA_PER_HEIGHT = 0.1  # Gaussian sigma (cells) per player height (cells)
+SIGMA_MIN_CELLS, SIGMA_MAX_CELLS = 0.8, 2.0
+IGNORE_RADIUS_CELLS = 2.0
+
+
+class CropSampler:
+    """Random training crops with their heat-map targets and loss weights (numpy)."""
+
+    def __init__(self, data_dir: Path, rng: np.random.Generator):
+        self.images = np.load(data_dir / "images.npy", mmap_mode="r")
+        labels = np.load(data_dir / "labels.npz")
+        order = np.argsort(labels["image_id"], kind="stable")
+        self.feet = labels["feet_input_px"][order]
+        self.height = labels["height_input_px"][order]
+        self.target = labels["is_target"][order]
+        ids = labels["image_id"][order]
+        n = len(self.images)
+        self.start = np.searchsorted(ids, np.arange(n))
+        self.stop = np.searchsorted(ids, np.arange(n), side="right")
+        self.rng = rng
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, image_ids: np.ndarray):
+        cw, ch = CROP_WH
+        gw, gh = cw // STRIDE, ch // STRIDE
+        _, h, w, _ = self.images.shape
+        xs = np.zeros((len(image_ids), ch, cw, 3), np.uint8)
+        heat = np.zeros((len(image_ids), 1, gh, gw), np.float32)
+        weight = np.ones((len(image_ids), 1, gh, gw), np.float32)
+        n_players = 0
+        gx = np.arange(gw, dtype=np.float32)[None, :]
+        gy = np.arange(gh, dtype=np.float32)[:, None]
+        for b, k in enumerate(image_ids):
+            lo, hi = self.start[k], self.stop[k]
+            feet, height, target = self.feet[lo:hi], self.height[lo:hi], self.target[lo:hi]
+            # Mostly crops around a player, sometimes anywhere (stands, empty grass).
+            if target.any() and self.rng.random() < 0.8:
+                fx, fy = feet[self.rng.choice(np.flatnonzero(target))]
+                x0 = fx - self.rng.uniform(0.1, 0.9) * cw
+                y0 = fy - self.rng.uniform(0.1, 0.9) * ch
+            else:
+                x0, y0 = self.rng.uniform(0, w - cw), self.rng.uniform(0, h - ch)
+            # Crop corners on the stride grid keep the cell convention exact.
+            x0 = int(np.clip(round(x0 / STRIDE) * STRIDE, 0, w - cw))
+            y0 = int(np.clip(round(y0 / STRIDE) * STRIDE, 0, h - ch))
+            crop = self.images[k, y0 : y0 + ch, x0 : x0 + cw]
+            flip = self.rng.random() < 0.5
+            local = feet - (x0, y0)
+            if flip:
+                crop = crop[:, ::-1]
+                local = local * (-1, 1) + (cw, 0)
+            xs[b] = crop
+            cells = local / STRIDE - 0.5
+            sigma = np.clip(SIGMA_PER_HEIGHT * height / STRIDE, SIGMA_MIN_CELLS, SIGMA_MAX_CELLS)
+            for (cx, cy), s, t in zip(cells, sigma, target, strict=True):
+                if not (-3 <= cx <= gw + 2 and -3 <= cy <= gh + 2):
+                    continue
+                d2 = (gx - cx) ** 2 + (gy - cy) ** 2
+                if t:
+                    np.maximum(heat[b, 0], np.exp(-d2 / (2 * s * s)), out=heat[b, 0])
+                    n_players += int(0 <= cx < gw and 0 <= cy < gh)
+                else:
+                    weight[b, 0][d2 <= IGNORE_RADIUS_CELLS**2] = 0.0
+        # Keep the ignore zones from masking real targets that overlap them.
+        weight[heat > 0.3] = 1.0
+        images = torch.from_numpy(xs).permute(0, 3, 1, 2).float() / 255.0
+        # Photometric jitter on top of the rendered randomization: per-channel gain, offset.
+        gain = torch.from_numpy(self.rng.uniform(0.8, 1.2, (len(image_ids), 3, 1, 1)))
+        offset = torch.from_numpy(self.rng.uniform(-0.06, 0.06, (len(image_ids), 1, 1, 1)))
+        images = (images * gain.float() + offset.float()).clamp(0, 1)
+        return images, torch.from_numpy(heat), torch.from_numpy(weight), max(1, n_players)
+
+
+def quality_focal_loss(logits, target, weight, n_players: int) -> torch.Tensor:
+    p = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (bce * (target - p).abs().pow(2) * weight).sum() / n_players
+
+
+def train(args: argparse.Namespace) -> dict:
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    torch.set_num_threads(args.threads)
+    sampler = CropSampler(args.data, rng)
+    net = FootNet()
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    budget_s = args.minutes * 60
+    started = time.perf_counter()
+    step, seen, log = 0, 0, []
+    running = None
+    net.train()
+    while True:
+        elapsed = time.perf_counter() - started
+        if step >= args.steps or elapsed >= budget_s:
+            break
+        # Warm-up then cosine decay over the steps: a step count, not the clock, so that the
+        # same seed gives the same model on a faster or busier machine.
+        frac = step / args.steps
+        lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        ids = rng.integers(0, len(sampler), args.batch)
+        images, heat, weight, n_players = sampler.sample(ids)
+        loss = quality_focal_loss(net(images), heat, weight, n_players)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += len(ids)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 50 == 0:
+            entry = {"step": step, "s": round(elapsed), "loss": round(running, 4), "lr": lr}
+            log.append(entry)
+            print(json.dumps(entry), flush=True)
+            torch.save(net.state_dict(), args.checkpoint)
+    torch.save(net.state_dict(), args.checkpoint)
+    return {
+        "steps": step,
+        "stopped_by": "steps" if step >= args.steps else "time cap",
+        "crops_seen": seen,
+        "train_s": round(time.perf_counter() - started, 1),
+        "final_loss": round(running or float("nan"), 4),
+        "log": log[-5:],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("/tmp/footnet-data"))
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--minutes", type=float, default=60.0, help="safety cap on wall time")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/footnet.pt"))
+    parser.add_argument("--summary", type=Path, default=Path("/tmp/footnet-train.json"))
+    args = parser.parse_args()
+    summary = train(args)
+    summary["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    summary["settings"].update(
+        crop_wh=list(CROP_WH),
+        stride=STRIDE,
+        sigma_per_height=SIGMA_PER_HEIGHT,
+        sigma_cells=[SIGMA_MIN_CELLS, SIGMA_MAX_CELLS],
+        torch=torch.__version__,
+    )
+    args.summary.write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "log"}))
+
+
+if __name__ == "__main__":
+    main()
