@@ -9,6 +9,7 @@ or deleted, only reported.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Any
 
@@ -73,6 +74,26 @@ class ObjectRef:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+def api_client_from_environment() -> kubernetes.client.ApiClient | None:
+    """The cluster of the standard configuration: in-cluster service account first, then
+    kubeconfig ($KUBECONFIG or ~/.kube/config). None when neither exists (the units then plan
+    and say that no cluster is configured)."""
+    import kubernetes.config
+
+    config = kubernetes.client.Configuration()  # not the process-wide default
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    except kubernetes.config.ConfigException:
+        try:
+            # Read $KUBECONFIG now: the client reads it once, when it is imported.
+            kubernetes.config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None, client_configuration=config
+            )
+        except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
+            return None
+    return kubernetes.client.ApiClient(config)
 
 
 def _kind(kind: str) -> tuple[str, str, str, bool]:

@@ -11,7 +11,9 @@ from infra_assets.helm import HelmError, kubeconfig_for, read_release
 from infra_assets.kube import (
     NO_CLUSTER_WARNING,
     Kube,
+    ObjectRef,
     UnownedObjectError,
+    api_client_from_environment,
 )
 from infra_assets.spec import OWNER_TAG
 from infra_assets.unit import NoClusterConfigured
@@ -274,3 +276,14 @@ def test_a_missing_helm_binary_says_what_to_do(ctx):
     ctx.helm_binary = "/nonexistent/helm"
     with pytest.raises(HelmError, match=r"install helm 3\.13"):
         CiliumUnit(ctx).apply()
+
+
+def test_the_cluster_comes_from_the_standard_kubeconfig(kube_api, tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    assert api_client_from_environment() is None
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(kube_api.api_client())))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    client = api_client_from_environment()
+    assert Kube(client).get(ObjectRef("Namespace", "kube-system")) is not None
