@@ -9,6 +9,7 @@ approximated, and the `*_warnings()` functions turn it into a plan warning.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 # Karpenter v1 durations: Go-style hours/minutes/seconds only, no `d` unit (see the CRD pattern).
 KARPENTER_DURATION_PATTERN = r"^(([0-9]+(s|m|h))+|Never)$"
@@ -156,6 +157,20 @@ class NodePoolSpec:
     spot_share_wish: int = 0  # the seed's spot percentage for the whole role
     role_limit_cpu: str = ""  # the seed's limit for the whole role (both pools together)
     role_limit_memory: str = ""
+
+    def __post_init__(self) -> None:
+        for field in ("expire_after", "consolidate_after"):
+            value = getattr(self, field)
+            if not re.fullmatch(KARPENTER_DURATION_PATTERN, value):
+                raise ValueError(
+                    f"error: NodePool {self.name}: {field}={value!r} is not a Karpenter duration; "
+                    "use hours, minutes or seconds (60 days = '1440h')"
+                )
+        if self.consolidation_policy not in ("WhenEmpty", "WhenEmptyOrUnderutilized"):
+            raise ValueError(
+                f"error: NodePool {self.name}: consolidation_policy="
+                f"{self.consolidation_policy!r}; use WhenEmpty or WhenEmptyOrUnderutilized"
+            )
 
     @property
     def labels(self) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import tomllib
 from zoneinfo import ZoneInfo
@@ -251,3 +252,11 @@ def test_karpenter_values_two_replicas_pdb_and_the_interruption_queue():
         "interruptionQueue": manifests.karpenter_interruption_queue_name(SPEC),
     }
     assert values["serviceAccount"]["name"] == SPEC.karpenter_iam.service_account
+
+
+def test_the_spec_refuses_durations_karpenter_would_reject():
+    pool = SPEC.nodepools[0]
+    with pytest.raises(ValueError, match="expire_after='60d' is not a Karpenter duration"):
+        dataclasses.replace(pool, expire_after="60d")
+    with pytest.raises(ValueError, match="use WhenEmpty or WhenEmptyOrUnderutilized"):
+        dataclasses.replace(pool, consolidation_policy="WhenUnderutilized")
