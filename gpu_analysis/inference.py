@@ -66,7 +66,7 @@ def _cuda_present() -> bool:
     return Path("/dev/nvidiactl").exists() or Path("/dev/dxg").exists()
 
 
-def create_session(model_path: Path, device: str = "auto"):
+def create_session(model_path: Path, device: str = "auto", threads: int | None = None):
     """An ONNX Runtime session on CUDA when it really works, else CPU: (session, provider)."""
     import onnxruntime as ort
 
@@ -75,8 +75,10 @@ def create_session(model_path: Path, device: str = "auto"):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # One pool sized to the machine; decode runs in its own thread and mostly waits on FFmpeg.
-    options.intra_op_num_threads = max(1, os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
+    # Idle pool threads sleep instead of spinning: the decode thread needs those cycles
+    # (measured in benchmarks/engine_speed.py: faster end to end on a busy 2-core machine).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
 
     want_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in (
@@ -231,10 +233,12 @@ def decode_yolo(
 class OnnxDetector:
     """An ONNX model behind the Detector interface; its format is read from its output shape."""
 
-    def __init__(self, model: str | os.PathLike = "builtin", device: str = "auto"):
+    def __init__(
+        self, model: str | os.PathLike = "builtin", device: str = "auto", threads: int | None = None
+    ):
         self.model_path = resolve_model(model)
         self.name = "builtin" if str(model) == "builtin" else self.model_path.name
-        self.session, self.execution_provider = create_session(self.model_path, device)
+        self.session, self.execution_provider = create_session(self.model_path, device, threads)
         self.input_wh, self.fixed_batch = _input_wh(self.session, self.model_path)
         self.input_name = self.session.get_inputs()[0].name
         outputs = self.session.get_outputs()

@@ -471,7 +471,10 @@ def analyze(
     with _LocalVideo(video_path) as local_path:
         facts = probe(local_path)
         calibration = load_calibration(calibration_path)
-        detector = detector if detector is not None else OnnxDetector(model, device)
+        if detector is None:
+            # On CPU, one core is left to the decode thread that runs alongside the model.
+            threads = max(1, (os.cpu_count() or 1) - 1)
+            detector = OnnxDetector(model, device, threads=threads)
         geometry = letterbox_geometry((facts.width, facts.height), detector.input_wh)
         stats = DecodeStats()
         producer = _Producer(
