@@ -287,3 +287,39 @@ def test_the_cluster_comes_from_the_standard_kubeconfig(kube_api, tmp_path, monk
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     client = api_client_from_environment()
     assert Kube(client).get(ObjectRef("Namespace", "kube-system")) is not None
+
+
+def test_a_weakened_default_deny_policy_is_drift_and_apply_restores_it(ctx, kube_api):
+    CiliumUnit(ctx).apply()
+    policy = kube_api.store.get(*CCNP, "gpu-analysis-default-deny")
+    del policy["spec"]["egress"]  # someone opened egress for everyone
+    kube_api.store.put(*CCNP, policy)
+    unit = CiliumUnit(ctx)
+    plan = unit.plan()
+    assert [str(d) for c in plan.pending for d in c.diffs] == ["spec.egress: (absent) -> [{}]"]
+    unit.apply()
+    assert kube_api.store.get(*CCNP, "gpu-analysis-default-deny")["spec"]["egress"] == [{}]
+    assert not unit.plan().has_changes
+
+
+def test_release_values_changed_by_hand_are_drift(ctx, kube_api, helm_log):
+    CiliumUnit(ctx).apply()
+    values = json.loads(json.dumps(helm_calls(helm_log)[-1]["values"]))
+    values["hubble"]["ui"]["enabled"] = False  # helm upgrade --reuse-values --set ...
+    values_file = helm_log.parent / "values.json"
+    values_file.write_text(json.dumps(values))
+    kubeconfig = helm_log.parent / "kubeconfig.json"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(ctx.kube)))
+    subprocess.run(
+        [
+            *(ctx.helm_binary, "upgrade", "--install", "cilium", "cilium", "--version", "1.16.5"),
+            *("--namespace", "kube-system", "--values", str(values_file)),
+            *("--labels", f"{OWNER_TAG}={ctx.spec.stack}", "--kubeconfig", str(kubeconfig)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    plan = CiliumUnit(ctx).plan()
+    assert [str(d) for c in plan.pending for d in c.diffs] == [
+        "values.hubble.ui.enabled: false -> true"
+    ]
