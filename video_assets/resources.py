@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
 
 from gpu_analysis.workers import objects
 from video_assets.pod_specs import STEPS, Step, StepPod, step_pod
@@ -29,8 +30,15 @@ class MatchStorage(dg.ConfigurableResource):
     scratch_dir: str
     s3: S3Resource
 
+    # One S3 client per resource instance: building one costs far more than a small request.
+    _s3_client: Any = PrivateAttr(default=None)
+
     def _client(self) -> Any:
-        return self.s3.get_client() if objects.is_s3(self.root_uri) else None
+        if not objects.is_s3(self.root_uri):
+            return None
+        if self._s3_client is None:
+            self._s3_client = self.s3.get_client()
+        return self._s3_client
 
     @property
     def incoming_uri(self) -> str:

@@ -31,6 +31,7 @@ def test_match_from_s3_incoming_is_delivered_to_s3_results(
     monkeypatch.setenv("GPU_ANALYSIS_EXECUTION", "subprocess")
     monkeypatch.setenv("GPU_ANALYSIS_DATA_ROOT", str(tmp_path / "scratch"))
     monkeypatch.setenv("GPU_ANALYSIS_MODEL", str(heatmap_model))
+    monkeypatch.setenv("GPU_ANALYSIS_SAMPLE_FPS", "2")  # few shards: moto stores every byte
     clip = tmp_path / "clip" / "s3match.mp4"
     generate_match_clip(clip, seed=11, duration_s=3.0, fps=25.0, width=640, height=360)
     s3_staging.upload_file(str(clip), BUCKET, "incoming/s3match.mp4")
