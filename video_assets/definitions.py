@@ -7,7 +7,7 @@ from dagster_aws.s3 import S3Resource
 
 from gpu_analysis.profile import Profile
 from video_assets.assets import build_assets
-from video_assets.jobs import process_match
+from video_assets.jobs import build_process_match
 from video_assets.resources import AnalysisSettings, GpuWorkers, MatchStorage
 from video_assets.sensors import build_match_video_sensor
 
@@ -34,6 +34,7 @@ def build_resources(profile: Profile) -> dict[str, object]:
 
 def build_definitions(profile: Profile) -> dg.Definitions:
     local_files = profile.storage == "local"
+    process_match = build_process_match(profile)
     sensor = build_match_video_sensor(
         process_match.name,
         # Local files can still be growing; S3 lists an object only once its upload is done.

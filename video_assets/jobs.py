@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 
+from gpu_analysis.profile import Profile
 from video_assets.assets import GROUP
+from video_assets.pod_specs import run_pod_k8s_config
 
-process_match = dg.define_asset_job(
-    name="process_match",
-    selection=dg.AssetSelection.groups(GROUP),
-    description="One match from its incoming video to results/<match_id>/ and its manifest.",
-)
+
+def build_process_match(profile: Profile):
+    tags = {}
+    if profile.execution == "k8s":
+        # Read by Dagster's K8sRunLauncher for the run pod; the GPU steps' own pods come from
+        # pod_specs.step_pod through PipesK8sClient.
+        tags["dagster-k8s/config"] = json.dumps(run_pod_k8s_config(profile), sort_keys=True)
+    return dg.define_asset_job(
+        name="process_match",
+        selection=dg.AssetSelection.groups(GROUP),
+        tags=tags,
+        description="One match from its incoming video to results/<match_id>/ and its manifest.",
+    )

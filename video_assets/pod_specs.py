@@ -164,3 +164,75 @@ def step_pod(profile: Profile, step: Step) -> StepPod:
             }
         ]
     return StepPod(step=step, meta={"namespace": profile.namespace, "labels": labels}, spec=spec)
+
+
+COORDINATION_ROLE_LABEL = "gpu-analysis/role"
+RUN_SCRATCH_SIZE = "30Gi"  # one match video copy for probing and checksums, on a 50Gi node
+
+
+def run_pod_k8s_config(profile: Profile) -> dict[str, Any]:
+    """The `dagster-k8s/config` of a `process_match` run pod: the CPU steps run in it.
+
+    It goes on the CPU coordination pools (spread over capacity-spread for their spot/on-demand
+    split), non-root with a read-only root filesystem; `/tmp` holds the profile's scratch.
+    """
+    role = profile.nodepool_cpu
+    try:
+        from infra_assets.spec.kubernetes import default_nodepools, nodepool_names
+
+        pools = [p for p in default_nodepools() if p.role == role]
+        names = nodepool_names(role) if pools else [role]
+        spread = any(p.capacity_spread for p in pools)
+    except ImportError:
+        names, spread = [role], False
+    labels = {"app.kubernetes.io/name": "gpu-analysis", COORDINATION_ROLE_LABEL: "run"}
+    pod_spec: dict[str, Any] = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": NODEPOOL_LABEL, "operator": "In", "values": names}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": RUN_SCRATCH_SIZE}}],
+    }
+    if spread:
+        pod_spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": CAPACITY_SPREAD_LABEL,
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {COORDINATION_ROLE_LABEL: "run"}},
+            }
+        ]
+    return {
+        "pod_template_spec_metadata": {"labels": labels},
+        "pod_spec_config": pod_spec,
+        "container_config": {
+            "resources": {
+                "requests": {"cpu": "1", "memory": "4Gi", "ephemeral-storage": RUN_SCRATCH_SIZE},
+                "limits": {"memory": "4Gi", "ephemeral-storage": RUN_SCRATCH_SIZE},
+            },
+            "securityContext": {
+                "runAsNonRoot": True,
+                "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
+        },
+    }

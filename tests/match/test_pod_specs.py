@@ -5,6 +5,11 @@ from __future__ import annotations
 import kubernetes
 import kubernetes_validate
 import pytest
+from dagster_k8s.job import (
+    DagsterK8sJobConfig,
+    construct_dagster_k8s_job,
+    get_user_defined_k8s_config,
+)
 from dagster_k8s.pipes import build_pod_body
 
 from gpu_analysis.profile import load_profile
@@ -120,3 +125,41 @@ def test_pool_limits_come_from_the_profile(staging, instance):
     assert apply_pool_limits(instance, staging) == {"gpu-t4": 4, "gpu-a10g": 4}
     for pool in ("gpu-t4", "gpu-a10g"):
         assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 4
+
+
+def test_run_pod_of_process_match_goes_to_the_cpu_pools_and_validates(staging):
+    """K8sRunLauncher builds the run pod from the job's dagster-k8s/config tag."""
+    job = build_definitions(staging).resolve_job_def("process_match")
+    user_config = get_user_defined_k8s_config(job.tags)  # raises on a malformed tag
+    launcher_config = DagsterK8sJobConfig(
+        job_image=staging.image,
+        dagster_home="/opt/dagster/dagster_home",
+        instance_config_map="dagster-instance",
+        image_pull_policy="IfNotPresent",
+    )
+    k8s_job = construct_dagster_k8s_job(
+        launcher_config,
+        ["dagster", "api", "execute_run", "{}"],
+        "dagster-run-0123abcd",
+        user_config,
+        pod_name="dagster-run-0123abcd",
+        component="run_worker",
+    )
+    manifest = {"apiVersion": "batch/v1", "kind": "Job", **_as_api_dict(k8s_job)}
+    kubernetes_validate.validate(manifest, "1.32", strict=True)
+    spec = manifest["spec"]["template"]["spec"]
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    [expression] = terms["nodeSelectorTerms"][0]["matchExpressions"]
+    assert expression["values"] == ["cpu-coordination-spot", "cpu-coordination-on-demand"]
+    assert spec["topologySpreadConstraints"][0]["topologyKey"] == "capacity-spread"
+    assert spec["securityContext"]["runAsUser"] == WORKER_UID
+    container = spec["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # The profile's scratch (data_root) lives on the writable emptyDir.
+    assert str(staging.data_root).startswith("/tmp")
+    assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+def test_local_runs_carry_no_kubernetes_config():
+    job = build_definitions(load_profile("local")).resolve_job_def("process_match")
+    assert "dagster-k8s/config" not in job.tags
