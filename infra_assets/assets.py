@@ -106,7 +106,7 @@ def infra_drift(
     context: dg.AssetCheckExecutionContext, infra: InfraResource
 ) -> Iterator[dg.AssetCheckResult]:
     """Observe every selected unit and plan; fail a unit's check when its plan is not empty."""
-    remediate = bool(context.op_config["remediate"])
+    remediate = bool(context.op_execution_context.op_config["remediate"])
     ctx = infra.unit_context(log=context.log)
     selected = {key.asset_key for key in context.selected_asset_check_keys}
     for unit_cls in UNITS:

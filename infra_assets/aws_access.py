@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import functools
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -26,16 +29,36 @@ WAIT_SHORT = {"Delay": 10, "MaxAttempts": 60}
 WAIT_LONG = {"Delay": 20, "MaxAttempts": 120}
 
 
+# Service models parsed once per process, not once per session: parsing them is most of the
+# cost of making a client.
+_MODEL_LOADER = botocore.loaders.create_loader()
+
+# Clients of a session, shared by every unit that runs with it (clients are thread-safe).
+_CLIENTS: weakref.WeakKeyDictionary[boto3.Session, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def new_session(region: str) -> boto3.Session:
+    """A boto3 session with the standard credential and endpoint chain (AWS_ENDPOINT_URL, ...)."""
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _MODEL_LOADER)
+    return boto3.Session(botocore_session=core, region_name=region)
+
+
 class AwsClients:
-    """boto3 clients of one run, created once each; endpoints come from the boto3 config."""
+    """boto3 clients of one session, created once each; endpoints come from the boto3 config."""
 
     def __init__(self, ctx: UnitContext) -> None:
         self._session = ctx.aws
         self.region = ctx.aws.region_name or ctx.spec.region
 
-    @functools.cache  # noqa: B019 - one AwsClients per unit instance, freed with it
     def client(self, service: str) -> Any:
-        return self._session.client(service, region_name=self.region, config=_CLIENT_CONFIG)
+        clients = _CLIENTS.setdefault(self._session, {})
+        key = f"{service}@{self.region}"
+        if key not in clients:
+            clients[key] = self._session.client(
+                service, region_name=self.region, config=_CLIENT_CONFIG
+            )
+        return clients[key]
 
     @property
     def ec2(self) -> Any:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import boto3
 import dagster as dg
 
 from gpu_analysis.profile import Profile
+from infra_assets.aws_access import new_session
 from infra_assets.spec import ClusterSpec
 from infra_assets.unit import UnitContext
 
@@ -43,7 +43,7 @@ class InfraResource(dg.ConfigurableResource):
     def unit_context(self, log: Any = None) -> UnitContext:
         return UnitContext(
             spec=self.cluster_spec(),
-            aws=boto3.Session(region_name=self.aws_region),
+            aws=new_session(self.aws_region),
             kube=kubernetes_client(),
             helm_binary=self.helm_binary,
             log=log,

@@ -94,13 +94,8 @@ class EksUnit(AwsUnit):
 
     def _vpc_ids(self) -> tuple[str | None, dict[str, str]]:
         """Our VPC id and private subnet ids by spec name, from the gpu-vpc unit's tags."""
-        state = VpcUnit(self.ctx).observe()
-        subnets = {
-            key.split("/", 1)[1]: value
-            for key, value in state.ids.items()
-            if key.startswith("subnet/private-")
-        }
-        return state.ids.get("vpc"), subnets
+        vpc_id, subnets = VpcUnit(self.ctx).find_vpc_and_subnets()
+        return vpc_id, {k: v for k, v in subnets.items() if k.startswith("private-")}
 
     def _cluster(self) -> dict[str, Any] | None:
         try:

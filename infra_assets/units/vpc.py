@@ -19,6 +19,7 @@ from infra_assets.aws_access import (
 )
 from infra_assets.plan import Change, Plan
 from infra_assets.spec.aws import SubnetSpec
+from infra_assets.unit import ApplyResult
 from infra_assets.units.aws_unit import AwsUnit, NeedsReplacement, PlanConflict, diffs_of
 
 INTERNET = "0.0.0.0/0"
@@ -158,6 +159,26 @@ class VpcUnit(AwsUnit):
                 state.route_tables[key.split("/", 1)[1]] = table
                 state.ids[key] = table["RouteTableId"]
         return state
+
+    def find_vpc_and_subnets(self) -> tuple[str | None, dict[str, str]]:
+        """Our VPC id and our subnet ids by spec name (two calls, for the units downstream)."""
+        ec2 = self.aws.ec2
+        vpcs = ec2.describe_vpcs(Filters=[owner_filter(self.stack)])["Vpcs"]
+        if len(vpcs) != 1:
+            return None, {}
+        vpc_id = vpcs[0]["VpcId"]
+        subnets = _all(
+            ec2,
+            "describe_subnets",
+            "Subnets",
+            Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, owner_filter(self.stack)],
+        )
+        ids = {}
+        for subnet in subnets:
+            spec = self._subnet_spec_for(subnet["CidrBlock"])
+            if spec is not None:
+                ids[spec.name] = subnet["SubnetId"]
+        return vpc_id, ids
 
     def _subnet_spec_for(self, cidr: str) -> SubnetSpec | None:
         return next((s for s in self._vpc.subnets if s.cidr == cidr), None)
@@ -346,9 +367,20 @@ class VpcUnit(AwsUnit):
 
     # --- apply ------------------------------------------------------------------------------
 
-    def apply(self):
+    def apply(self) -> ApplyResult:
+        # One observation: the plan is computed from it and the ids it holds are kept up to
+        # date as resources are created, so the outputs need no second look.
         self._state = self.observe()
-        return super().apply()
+        plan = self._plan(self._state)
+        if plan.conflicts:
+            raise PlanConflict(
+                f"{self.name}: refusing to apply, resources not owned by stack {self.stack!r} "
+                f"are in the way: {'; '.join(plan.conflicts)}"
+            )
+        for change in plan.pending:
+            self.log(f"{self.name}: {change}")
+            self._execute(change)
+        return ApplyResult(plan, self._outputs(self._state))
 
     def _execute(self, change: Change) -> None:
         ec2 = self.aws.ec2
@@ -582,7 +614,9 @@ class VpcUnit(AwsUnit):
         return Plan(self.name, tuple(deletes), tuple(left_alone))
 
     def outputs(self) -> dict[str, str]:
-        state = self.observe()
+        return self._outputs(self.observe())
+
+    def _outputs(self, state: VpcState) -> dict[str, str]:
         out = {"vpc_id": state.ids.get("vpc", "")}
         for tier in ("private", "public", "database"):
             out[f"{tier}_subnet_ids"] = ",".join(
@@ -592,16 +626,6 @@ class VpcUnit(AwsUnit):
             state.ids.get(f"nat-gateway/nat-{z}", "") for z in self._nat_zones()
         )
         return out
-
-
-def private_subnet_ids(unit: VpcUnit) -> dict[str, str]:
-    """The live private subnet ids by zone, for the units that place nodes in them."""
-    state = unit.observe()
-    return {
-        s.availability_zone: state.ids[f"subnet/{s.name}"]
-        for s in unit.spec.vpc.subnets
-        if s.tier == "private" and f"subnet/{s.name}" in state.ids
-    }
 
 
 def _owner_hint(stack: str) -> str:
