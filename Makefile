@@ -28,7 +28,18 @@ profile-check:
 demo: profile-check $(STAMP) $(INSTANCE)
 	$(PY) -m gpu_analysis.demo
 
+# The local profile gets a local AWS (moto + our extensions, python -m infra_assets.local_aws)
+# unless AWS_ENDPOINT_URL already points somewhere, so "Materialize all" on the cluster assets
+# shows real plans and results. Its keys are dummies: the emulator accepts anything.
+LOCAL_AWS_PORT ?= 5050
 dev: profile-check $(STAMP) $(INSTANCE)
+	@if [ "$${GPU_ANALYSIS_PROFILE:-local}" = local ] && [ -z "$${AWS_ENDPOINT_URL:-}" ]; then \
+	  $(PY) -m infra_assets.local_aws -H 127.0.0.1 -p $(LOCAL_AWS_PORT) & local_aws=$$!; \
+	  trap 'kill $$local_aws 2>/dev/null' EXIT INT TERM; \
+	  export AWS_ENDPOINT_URL=http://127.0.0.1:$(LOCAL_AWS_PORT); \
+	  export AWS_ACCESS_KEY_ID=local-moto AWS_SECRET_ACCESS_KEY=local-moto; \
+	  unset AWS_PROFILE AWS_SESSION_TOKEN; \
+	fi; \
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 lint: $(STAMP)
