@@ -15,6 +15,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from gpu_analysis.errors import UserError
+from gpu_analysis.profile import Profile
 from gpu_analysis.workers import objects
 from video_assets.partitions import matches
 from video_assets.resources import AnalysisSettings, GpuWorkers, MatchStorage
@@ -35,13 +36,17 @@ def gpu_retry_policy(execution: str) -> dg.RetryPolicy:
     return dg.RetryPolicy(max_retries=3, delay=delay_s, backoff=dg.Backoff.EXPONENTIAL)
 
 
-def build_assets(execution: str) -> list[dg.AssetsDefinition]:
+def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
+    execution = profile.execution
     retry = gpu_retry_policy(execution)
 
     @dg.asset(group_name=GROUP, partitions_def=matches, kinds={"python", "video"})
-    def match_video(context: AssetExecutionContext, storage: MatchStorage) -> dg.MaterializeResult:
+    def match_video(
+        context: AssetExecutionContext, storage: MatchStorage, settings: AnalysisSettings
+    ) -> dg.MaterializeResult:
         """The incoming video: size, checksum, codec, duration, fps, resolution; its calibration."""
         from gpu_analysis import steps
+        from gpu_analysis.inference import resolve_model
 
         match_id = context.partition_key
         video_uri = storage.video_uri(match_id)
@@ -53,6 +58,8 @@ def build_assets(execution: str) -> list[dg.AssetsDefinition]:
             )
             facts = steps.probe(video_path)
             calibration = steps.load_calibration(calibration_path)
+            # The workers run the same image: a missing model fails here, not after retries.
+            resolve_model(settings.model)
         except UserError as exc:
             raise _user_failure(exc) from None
         sha256 = objects.sha256_file(Path(video_path))
@@ -88,8 +95,8 @@ def build_assets(execution: str) -> list[dg.AssetsDefinition]:
         deps=[match_video],
         pool="gpu-t4",
         retry_policy=retry,
-        kinds={"python", "kubernetes"} if execution == "k8s" else {"python"},
-        tags={"gpu-analysis/nodepool": "gpu-preprocessing"},
+        kinds={"python", "video"},
+        tags={"gpu-analysis/nodepool": profile.nodepool_gpu_preprocessing},
     )
     def match_frames(
         context: AssetExecutionContext,
@@ -115,7 +122,7 @@ def build_assets(execution: str) -> list[dg.AssetsDefinition]:
         pool="gpu-a10g",
         retry_policy=retry,
         kinds={"python", "onnx"},
-        tags={"gpu-analysis/nodepool": "gpu-inference"},
+        tags={"gpu-analysis/nodepool": profile.nodepool_gpu_inference},
     )
     def match_detections(
         context: AssetExecutionContext,

@@ -42,7 +42,7 @@ def build_definitions(profile: Profile) -> dg.Definitions:
         interval_s=15 if local_files else 30,
     )
     return dg.Definitions(
-        assets=build_assets(profile.execution),
+        assets=build_assets(profile),
         jobs=[process_match],
         sensors=[sensor],
         resources=build_resources(profile),

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster import AssetExecutionContext
+from dagster._core.errors import DagsterPipesExecutionError
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from gpu_analysis.workers import objects
+from gpu_analysis.workers.reporting import ERROR_FILE_ENV
 from video_assets.pod_specs import STEPS, Step, StepPod, step_pod
 
+TERMINATION_ERROR = re.compile(r'failed with message: "(error: [^"\n]*)\n?"')
 VIDEO_SUFFIX = ".mp4"
 CALIBRATION_SUFFIX = ".calibration.json"
 
@@ -124,15 +130,42 @@ class GpuWorkers:
     def run(
         self, context: AssetExecutionContext, step: Step, extras: dict[str, Any]
     ) -> dg.MaterializeResult:
+        """Run the step's worker; bad input fails the step without retries, with its message."""
         if self.execution == "subprocess":
-            invocation = dg.PipesSubprocessClient().run(
-                context=context, command=self.command(step), extras=extras
-            )
+            invocation = self._run_process(context, step, extras)
         else:
-            from dagster_k8s import PipesK8sClient
+            invocation = self._run_pod(context, step, extras)
+        return invocation.get_materialize_result()
 
-            pod = self.pods[step]
-            invocation = PipesK8sClient().run(
+    def _run_process(
+        self, context: AssetExecutionContext, step: Step, extras: dict[str, Any]
+    ) -> dg.PipesClientCompletedInvocation:
+        fd, error_file = tempfile.mkstemp(prefix=f"gpu-analysis-{step}-", suffix=".error")
+        os.close(fd)
+        try:
+            return dg.PipesSubprocessClient().run(
+                context=context,
+                command=self.command(step),
+                extras=extras,
+                env={ERROR_FILE_ENV: error_file},
+            )
+        except DagsterPipesExecutionError:
+            line = Path(error_file).read_text().strip()
+            if line:
+                raise dg.Failure(description=line, allow_retries=False) from None
+            raise  # killed or crashed: the retry policy decides
+        finally:
+            Path(error_file).unlink(missing_ok=True)
+
+    def _run_pod(
+        self, context: AssetExecutionContext, step: Step, extras: dict[str, Any]
+    ) -> dg.PipesClientCompletedInvocation:
+        from dagster_k8s import PipesK8sClient
+        from dagster_k8s.client import DagsterK8sError
+
+        pod = self.pods[step]
+        try:
+            return PipesK8sClient().run(
                 context=context,
                 extras=extras,
                 image=self.image,
@@ -141,4 +174,9 @@ class GpuWorkers:
                 base_pod_meta=pod.meta,
                 base_pod_spec=pod.spec,
             )
-        return invocation.get_materialize_result()
+        except DagsterK8sError as exc:
+            # The worker's error line comes back as the container's termination message.
+            found = TERMINATION_ERROR.search(str(exc))
+            if found:
+                raise dg.Failure(description=found.group(1), allow_retries=False) from None
+            raise

@@ -4,51 +4,49 @@ from __future__ import annotations
 
 import sys
 
-from dagster_pipes import open_dagster_pipes
+from dagster_pipes import PipesContext
 
 from gpu_analysis.workers import objects
-from gpu_analysis.workers.reporting import progress_reporter, scratch_prefix
+from gpu_analysis.workers.reporting import (
+    plain_metadata,
+    progress_reporter,
+    run_worker,
+    scratch_prefix,
+)
 
 
-def main() -> int:
-    with open_dagster_pipes() as pipes:
-        from gpu_analysis import steps  # the engine loads OpenCV and ONNX Runtime
+def preprocess(pipes: PipesContext) -> None:
+    from gpu_analysis import steps  # the engine loads OpenCV and ONNX Runtime
 
-        extras = pipes.extras
-        shards_uri = extras["shards_uri"]
-        partial_uri = scratch_prefix(shards_uri)
-        # A killed attempt may have left part of its shards here; start from nothing.
-        objects.remove_prefix(partial_uri)
-        summary = steps.preprocess(
-            extras["video_uri"],
-            partial_uri,
-            sample_fps=float(extras["sample_fps"]),
-            model=extras["model"],
-            batch_size=int(extras["batch_size"]),
-            progress=progress_reporter(pipes, "preprocess"),
-        )
-        objects.replace_prefix(partial_uri, shards_uri)
-        facts = summary.as_dict()
-        decode_s = float(facts.get("decode_s") or 0.0)
-        sampled = int(facts.get("sampled_frames", 0))
-        metadata = {
-            **{key: value for key, value in facts.items() if _plain(value)},
-            "frames": int(facts["video"]["frame_count"]),
-            "input_size": "x".join(str(n) for n in facts["input_size"]),
-            "sampled_frames_per_s": round(sampled / decode_s, 2) if decode_s > 0 else 0.0,
-            "shards_uri": shards_uri,
-        }
-        pipes.log.info(
-            f"preprocess: {sampled} frames in {facts.get('shards')} shards, "
-            f"{facts.get('shard_bytes')} bytes"
-        )
-        pipes.report_asset_materialization(metadata=metadata)
-    return 0
-
-
-def _plain(value: object) -> bool:
-    return isinstance(value, str | int | float | bool)
+    extras = pipes.extras
+    shards_uri = extras["shards_uri"]
+    partial_uri = scratch_prefix(shards_uri)
+    # A killed attempt may have left part of its shards here; start from nothing.
+    objects.remove_prefix(partial_uri)
+    summary = steps.preprocess(
+        extras["video_uri"],
+        partial_uri,
+        sample_fps=float(extras["sample_fps"]),
+        model=extras["model"],
+        batch_size=int(extras["batch_size"]),
+        progress=progress_reporter(pipes, "preprocess"),
+    )
+    objects.replace_prefix(partial_uri, shards_uri)
+    facts = summary.as_dict()
+    decode_s = float(facts.get("decode_s") or 0.0)
+    sampled = int(facts.get("sampled_frames", 0))
+    metadata = {
+        **plain_metadata(facts),
+        "frames": int(facts["video"]["frame_count"]),
+        "input_size": "x".join(str(n) for n in facts["input_size"]),
+        "sampled_frames_per_s": round(sampled / decode_s, 2) if decode_s > 0 else 0.0,
+        "shards_uri": shards_uri,
+    }
+    pipes.log.info(
+        f"preprocess: {sampled} frames in {facts['shards']} shards, {facts['shard_bytes']} bytes"
+    )
+    pipes.report_asset_materialization(metadata=metadata)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_worker(preprocess))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -10,11 +11,43 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dagster_pipes import PipesContext, open_dagster_pipes
+
+from gpu_analysis.errors import UserError
 from gpu_analysis.workers import objects
+
+# Bad input (UserError) ends a worker with this status and one `error:` line in the error file,
+# so the orchestrator fails the step at once instead of retrying it.
+USER_ERROR_EXIT = 2
+ERROR_FILE_ENV = "GPU_ANALYSIS_ERROR_FILE"
+# Kubernetes reports this file's content as the container's termination message.
+DEFAULT_ERROR_FILE = "/dev/termination-log"
 
 # Fault injection for the retry test: the named worker step SIGKILLs itself once, half way, the
 # way a spot reclaim ends a pod; the marker file makes the retry run to completion.
 KILL_ONCE_ENV = "GPU_ANALYSIS_FAULT_KILL_ONCE"
+
+
+def run_worker(body: Callable[[PipesContext], None]) -> int:
+    """Run one step inside a Pipes session; exit status 0, or USER_ERROR_EXIT on bad input."""
+    with open_dagster_pipes() as pipes:
+        try:
+            body(pipes)
+        except UserError as exc:
+            line = f"error: {exc}".splitlines()[0]
+            pipes.log.error(line)
+            _write_error_line(line)
+            return USER_ERROR_EXIT
+    return 0
+
+
+def _write_error_line(line: str) -> None:
+    given = os.environ.get(ERROR_FILE_ENV)
+    # The kubelet creates the termination log; never create one outside a pod.
+    path = Path(given) if given else Path(DEFAULT_ERROR_FILE)
+    if given or path.is_file():
+        with contextlib.suppress(OSError):  # the Pipes log line still carries the message
+            path.write_text(line + "\n")
 
 
 def progress_reporter(
@@ -53,3 +86,8 @@ def local_input(uri: str | None) -> str | None:
 def scratch_prefix(target_uri: str) -> str:
     """Where a step writes before moving its output into place (fixed, so a retry clears it)."""
     return target_uri.rstrip("/") + ".partial"
+
+
+def plain_metadata(facts: dict[str, Any]) -> dict[str, Any]:
+    """The scalar entries of an engine summary, which Pipes sends as typed metadata."""
+    return {k: v for k, v in facts.items() if isinstance(v, str | int | float | bool)}
