@@ -11,7 +11,7 @@ import pytest
 
 from infra_assets.assets import infra_assets, infra_drift
 from infra_assets.helm import kubeconfig_for
-from infra_assets.jobs import infra_apply, infra_reconcile
+from infra_assets.jobs import infra_apply, infra_reconcile, infra_teardown
 from infra_assets.resources import InfraResource
 from infra_assets.spec import ClusterSpec
 from tests.emulators.kube_api import KubeApiEmulator
@@ -62,7 +62,7 @@ def build_definitions_with(infra: InfraResource) -> dg.Definitions:
     return dg.Definitions(
         assets=infra_assets,
         asset_checks=[infra_drift],
-        jobs=[infra_apply, infra_reconcile],
+        jobs=[infra_apply, infra_reconcile, infra_teardown],
         resources={"infra": infra},
     )
 
@@ -117,3 +117,27 @@ def test_karpenter_scaled_to_one_fails_only_its_check_and_remediate_repairs(stac
     assert failing(repaired) == []
     assert "remediated" in repaired["gpu_karpenter_controller"].description
     assert kube_api.store.get(*deployment, "karpenter")["spec"]["replicas"] == 2
+
+
+def test_teardown_removes_our_in_cluster_objects_and_releases_and_leaves_theirs(stack):
+    """Last in this module: it tears the shared stack down."""
+    defs, instance, kube_api = stack
+    theirs = {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "team-x"}}
+    kube_api.store.put(*KARPENTER, theirs)
+    config = {"confirm_cluster_name": ClusterSpec().cluster_name}
+    result = defs.resolve_job_def("infra_teardown").execute_in_process(
+        instance=instance, run_config={"ops": {"teardown_stack": {"config": config}}}
+    )
+    removed = result.output_for_node("teardown_stack")
+    assert "gpu-karpenter-nodepools: NodePool gpu-inference" in removed
+    assert "gpu-karpenter-controller: helm-release kube-system/karpenter" in removed
+    assert "gpu-cilium: helm-release kube-system/cilium" in removed
+    # reverse stack order: node pools before the controller before Cilium
+    units = [entry.split(":")[0] for entry in removed]
+    assert units.index("gpu-karpenter-nodepools") < units.index("gpu-karpenter-controller")
+    assert units.index("gpu-karpenter-controller") < units.index("gpu-cilium")
+    store = kube_api.store
+    assert store.names("nodepools") == ["team-x"]
+    assert store.names("ec2nodeclasses") == []
+    assert store.names("ciliumclusterwidenetworkpolicies") == []
+    assert not [name for name in store.names("secrets") if name.startswith("sh.helm.release")]
