@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Dagster flags Pipes internals it calls itself as preview; nothing for a demo user to do.
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-    from video_assets.definitions import apply_pool_limits, build_definitions
+    from video_assets.definitions import build_definitions
+    from video_assets.pools import apply_pool_limits
     from video_assets.sensors import tick_once
 
     started = time.perf_counter()

@@ -47,16 +47,3 @@ def build_definitions(profile: Profile) -> dg.Definitions:
         sensors=[sensor],
         resources=build_resources(profile),
     )
-
-
-def pool_limits(profile: Profile) -> dict[str, int]:
-    """GPU slots per pool: one step per GPU, so a burst of matches queues for the GPUs."""
-    return {"gpu-t4": profile.gpu_t4_pool_limit, "gpu-a10g": profile.gpu_a10g_pool_limit}
-
-
-def apply_pool_limits(instance: dg.DagsterInstance, profile: Profile) -> dict[str, int]:
-    """Set the instance's pool slots to the profile's limits (dagster.yaml only has a default)."""
-    limits = pool_limits(profile)
-    for pool, limit in limits.items():
-        instance.event_log_storage.set_concurrency_slots(pool, limit)
-    return limits

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+
+import dagster as dg
 import kubernetes
 import kubernetes_validate
 import pytest
@@ -14,6 +19,7 @@ from dagster_k8s.pipes import build_pod_body
 
 from gpu_analysis.profile import load_profile
 from infra_assets.spec.kubernetes import GPU_TAINT, default_nodepools
+from tests.conftest import REPO_ROOT, subprocess_env
 from video_assets.definitions import build_definitions
 from video_assets.pod_specs import STEPS, WORKER_UID, step_pod
 
@@ -120,7 +126,7 @@ def test_gpu_steps_claim_pools_and_retry(staging):
 
 
 def test_pool_limits_come_from_the_profile(staging, instance):
-    from video_assets.definitions import apply_pool_limits
+    from video_assets.pools import apply_pool_limits
 
     assert apply_pool_limits(instance, staging) == {"gpu-t4": 4, "gpu-a10g": 4}
     for pool in ("gpu-t4", "gpu-a10g"):
@@ -163,3 +169,22 @@ def test_run_pod_of_process_match_goes_to_the_cpu_pools_and_validates(staging):
 def test_local_runs_carry_no_kubernetes_config():
     job = build_definitions(load_profile("local")).resolve_job_def("process_match")
     assert "dagster-k8s/config" not in job.tags
+
+
+def test_pools_module_sets_the_active_profiles_limits(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = subprocess_env(DAGSTER_HOME=str(home), GPU_ANALYSIS_GPU_T4_POOL_LIMIT="3")
+    done = subprocess.run(
+        [sys.executable, "-m", "video_assets.pools"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pools: gpu-t4=3, gpu-a10g=1"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.event_log_storage.get_concurrency_info("gpu-t4").slot_count == 3
