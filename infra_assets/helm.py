@@ -1,9 +1,8 @@
-"""Helm boundary: `helm upgrade --install`/`uninstall` via the CLI, live state from the cluster.
+"""Helm boundary: `helm upgrade --install`/`uninstall` via the CLI, live state from the cluster."""
 
-A release's live state (chart, version, values, status, labels) is read from the Secret in
-which Helm 3 stores it (type helm.sh/release.v1, data.release = gzip'd JSON, base64-encoded by
-Helm and once more by the Secret), so planning needs no helm binary, only the API.
-"""
+# A release's live state (chart, version, values, status, labels) is read from the Secret in
+# which Helm 3 stores it (type helm.sh/release.v1, data.release = gzip'd JSON, base64-encoded by
+# Helm and once more by the Secret), so planning needs no helm binary, only the API.
 
 from __future__ import annotations
 

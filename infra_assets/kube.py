@@ -1,10 +1,9 @@
-"""Kubernetes boundary: read, create-or-patch and delete objects we own, via the official client.
+"""Kubernetes boundary: read, create-or-patch and delete our objects via the official client."""
 
-Built-in and custom objects go through one path (`ApiClient.call_api` with the REST path of the
-object's group/version/plural), so a NodePool and a Namespace are planned and applied the same
-way. Ownership is the label `gpu-analysis/stack=<stack>`: an object without it is never patched
-or deleted, only reported.
-"""
+# Built-in and custom objects go through one path (`ApiClient.call_api` with the REST path of the
+# object's group/version/plural), so a NodePool and a Namespace are planned and applied the same
+# way. Ownership is the label `gpu-analysis/stack=<stack>`: an object without it is never patched
+# or deleted, only reported.
 
 from __future__ import annotations
 

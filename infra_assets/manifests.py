@@ -1,9 +1,8 @@
-"""Renders the Kubernetes objects of the in-cluster units from the spec (plain dicts, API-ready).
+"""Renders the Kubernetes objects of the in-cluster units from the spec, as API-ready dicts."""
 
-NodePools and EC2NodeClasses (Karpenter v1), the default-deny CiliumClusterwideNetworkPolicies
-with their allowances, the workload Namespaces, and the Helm values of Cilium and Karpenter.
-Every object carries the stack's ownership labels.
-"""
+# NodePools and EC2NodeClasses (Karpenter v1), the default-deny CiliumClusterwideNetworkPolicies
+# with their allowances, the workload Namespaces, and the Helm values of Cilium and Karpenter.
+# Every object carries the stack's ownership labels.
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""The in-cluster units of seed 000: Cilium, the Karpenter controller, the node pools and classes.
+"""The in-cluster units of seed 000: Cilium, the Karpenter controller, node pools and classes."""
 
-Every number of the seed's Cilium box, Karpenter box and NodePool table lives here. Where the
-pinned versions cannot express a wish of the seed (spot percentages, placement groups before
-Karpenter 1.11, minAvailable in the 1.8.1 chart), the spec keeps the wish, says how it is
-approximated, and the `*_warnings()` functions turn it into a plan warning.
-"""
+# Every number of the seed's Cilium box, Karpenter box and NodePool table lives here. Where the
+# pinned versions cannot express a wish of the seed (spot percentages, placement groups before
+# Karpenter 1.11, minAvailable in the 1.8.1 chart), the spec keeps the wish, says how it is
+# approximated, and the `*_warnings()` functions turn it into a plan warning.
 
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ from infra_assets.unit import ApplyResult, NoClusterConfigured, UnitContext
 
 
 class CiliumUnit:
+    """Cilium CNI (ENI, native routing, WireGuard, Hubble UI, bandwidth QoS) and default-deny."""
+
     name: ClassVar[str] = "gpu-cilium"
 
     def __init__(self, ctx: UnitContext) -> None:

@@ -13,6 +13,8 @@ from infra_assets.unit import ApplyResult, NoClusterConfigured, UnitContext
 
 
 class KarpenterControllerUnit:
+    """The Karpenter 1.8.1 controller: 2 replicas, a disruption budget, the interruption queue."""
+
     name: ClassVar[str] = "gpu-karpenter-controller"
 
     def __init__(self, ctx: UnitContext) -> None:

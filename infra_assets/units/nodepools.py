@@ -19,6 +19,8 @@ from infra_assets.unit import ApplyResult, NoClusterConfigured, UnitContext
 
 
 class NodePoolsUnit:
+    """The seed's three node pools (inference, preprocessing, coordination) and their classes."""
+
     name: ClassVar[str] = "gpu-karpenter-nodepools"
 
     def __init__(self, ctx: UnitContext) -> None:

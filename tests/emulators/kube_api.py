@@ -1,10 +1,9 @@
-"""A small Kubernetes API server emulator over HTTP, and the pytest fixture that runs it.
+"""A small Kubernetes API server emulator over HTTP, and the pytest fixture that runs it."""
 
-It stores objects by (group, version, plural, namespace, name) and answers the REST calls the
-official client makes: get/list (with labelSelector), create (201, 409 when it exists),
-replace (409 on a stale resourceVersion), JSON merge patch and server-side apply patch, delete
-(404 when absent). No controllers run: tests change objects themselves, as a person would.
-"""
+# It stores objects by (group, version, plural, namespace, name) and answers the REST calls the
+# official client makes: get/list (with labelSelector), create (201, 409 when it exists),
+# replace (409 on a stale resourceVersion), JSON merge patch and server-side apply patch, delete
+# (404 when absent). No controllers run: tests change objects themselves, as a person would.
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""Minimal JSON schemas of the Karpenter v1 NodePool and EC2NodeClass fields this project uses.
+"""Minimal JSON schemas of the Karpenter v1 NodePool and EC2NodeClass fields this project uses."""
 
-Written from the v1 CRDs (karpenter.sh/v1, karpenter.k8s.aws/v1): the field names, enums and
-the string patterns the API server enforces. Unknown fields are rejected, as the API server
-prunes/rejects them, so a misspelt field fails here instead of vanishing in the cluster.
-"""
+# Written from the v1 CRDs (karpenter.sh/v1, karpenter.k8s.aws/v1): the field names, enums and
+# the string patterns the API server enforces. Unknown fields are rejected, as the API server
+# prunes/rejects them, so a misspelt field fails here instead of vanishing in the cluster.
 
 from __future__ import annotations
 

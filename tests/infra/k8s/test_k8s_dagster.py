@@ -1,6 +1,4 @@
-"""In-cluster drift through Dagster: the stack applied on moto + the Kubernetes emulator, then
-`infra_reconcile` fails exactly the affected check with a readable diff, and `remediate: true`
-repairs it."""
+"""In-cluster drift via Dagster: infra_reconcile fails just that check; remediate fixes it."""
 
 from __future__ import annotations
 
