@@ -73,6 +73,11 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
             "facts": facts.as_dict(),
         }
         storage.write_json(record, storage.work_uri(match_id, "video.json"))
+        context.log.info(
+            f"{facts.width}x{facts.height} {facts.codec}, {facts.duration_s:.1f} s at "
+            f"{facts.fps:g} fps, sha256 {sha256[:12]}; calibration with "
+            f"{len(calibration.image_points_px)} points"
+        )
         return dg.MaterializeResult(
             metadata={
                 "video_uri": video_uri,
@@ -176,6 +181,10 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
             shutil.rmtree(out_dir)
         else:
             storage.replace(str(out_dir), maps_uri)
+        context.log.info(
+            f"maps of {report.get('detections_on_pitch', '?')} on-pitch detections staged "
+            f"in {maps_uri}"
+        )
         return dg.MaterializeResult(
             metadata={
                 "temperature_map": dg.MetadataValue.md(preview),
