@@ -56,6 +56,14 @@ class Detections:
             }
         )
 
+    def select(self, mask: np.ndarray) -> Detections:
+        """The detections where mask is true; the list of sampled frames stays whole."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in fields.items():
+            if not name.startswith("sampled_"):
+                fields[name] = value[mask]
+        return Detections(**fields)
+
     def to_bytes(self) -> bytes:
         return storage.npz_bytes({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 

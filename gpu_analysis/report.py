@@ -73,8 +73,12 @@ def build_outputs(
     model: dict,
     timings: dict,
     decode: dict,
+    detections_total: int | None = None,
 ) -> tuple[dict[str, bytes], dict]:
-    """Every file of contract section 2 (and the per-team and per-half extras) as bytes."""
+    """Every file of contract section 2 (and the per-team and per-half extras) as bytes.
+
+    `detections_total` counts detections dropped before this point (off the pitch) too.
+    """
     started = time.perf_counter()
     grid = PitchGrid(calibration.length_m, calibration.width_m, res_m)
     positions, team_rgb = project(detections, calibration)
@@ -125,7 +129,7 @@ def build_outputs(
         "frames_decoded": decode.get("frames_decoded"),
         "frames_lost": decode.get("frames_lost", 0),
         "stream_complete": decode.get("frames_lost", 0) == 0,
-        "detections_total": len(detections),
+        "detections_total": len(detections) if detections_total is None else detections_total,
         "detections_on_pitch": len(positions),
         "players_per_frame_mean": round(len(positions) / sampled, 4) if sampled else 0.0,
         "grid": {

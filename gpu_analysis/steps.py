@@ -483,10 +483,16 @@ def analyze(
         producer.start()
         parts = []
         infer_s = 0.0
+        detections_total = 0
         try:
             for batch in producer:
                 t0 = time.perf_counter()
-                parts.append(detect_batch(detector, batch, calibration))
+                found = detect_batch(detector, batch, calibration)
+                detections_total += len(found)
+                # Only detections on the pitch count in the maps; dropping the rest (the crowd,
+                # the bench) now keeps memory proportional to players, not to false alarms.
+                on_pitch = calibration.project_to_pitch(found.foot_points_px)[1]
+                parts.append(found.select(on_pitch))
                 infer_s += time.perf_counter() - t0
         finally:
             producer.stop.set()
@@ -523,6 +529,7 @@ def analyze(
             "frames_decoded": stats.frames_decoded,
             "frames_lost": stats.frames_lost,
         },
+        detections_total=detections_total,
     )
     commit_outputs(out_dir, files)
     _report(progress, "done", 1.0)
