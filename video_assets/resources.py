@@ -12,10 +12,11 @@ from typing import Any
 
 import dagster as dg
 from dagster import AssetExecutionContext
-from dagster._core.errors import DagsterPipesExecutionError
+from dagster._core.errors import DagsterPipesExecutionError  # not exported by `dagster`
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from gpu_analysis.profile import Profile
 from gpu_analysis.workers import objects
 from gpu_analysis.workers.reporting import ERROR_FILE_ENV
 from video_assets.pod_specs import STEPS, Step, StepPod, step_pod
@@ -119,7 +120,7 @@ class GpuWorkers:
         self.image = image
 
     @classmethod
-    def from_profile(cls, profile) -> GpuWorkers:
+    def from_profile(cls, profile: Profile) -> GpuWorkers:
         pods = {step: step_pod(profile, step) for step in STEPS}
         return cls(profile.execution, pods, profile.namespace, profile.image)
 
