@@ -70,7 +70,18 @@ def ec2_node_class(spec: ClusterSpec, node_class: NodeClassSpec, unit: str) -> d
     }
 
 
+def nodepool_zones(spec: ClusterSpec, pool: NodePoolSpec) -> tuple[str, ...]:
+    """Where a pool may launch: its own zones, else its placement group's zone, else all."""
+    if pool.zones:
+        return pool.zones
+    if pool.node_class.placement_group_wish:
+        # Karpenter 1.8.1 cannot launch into the placement group; its zone is the next best.
+        return (spec.placement_group.availability_zone,)
+    return spec.vpc.availability_zones
+
+
 def nodepool(spec: ClusterSpec, pool: NodePoolSpec, unit: str) -> dict[str, Any]:
+    zones = nodepool_zones(spec, pool)
     requirements = [
         {
             "key": "node.kubernetes.io/instance-type",
@@ -78,7 +89,7 @@ def nodepool(spec: ClusterSpec, pool: NodePoolSpec, unit: str) -> dict[str, Any]
             "values": [*pool.instance_types],
         },
         {"key": "karpenter.sh/capacity-type", "operator": "In", "values": [*pool.capacity_types]},
-        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": [*pool.zones]},
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": [*zones]},
         {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
         {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
     ]

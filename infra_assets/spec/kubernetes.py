@@ -143,13 +143,15 @@ class NodePoolSpec:
     node_class: NodeClassSpec  # pools of one role share one EC2NodeClass
     instance_types: tuple[str, ...]
     capacity_types: tuple[str, ...]  # ("on-demand",) or ("spot",)
-    zones: tuple[str, ...]
     limit_cpu: str
     limit_memory: str
     consolidation_policy: str  # WhenEmpty | WhenEmptyOrUnderutilized
     consolidate_after: str
     expire_after: str
     budgets: tuple[DisruptionBudget, ...] = (DisruptionBudget(nodes="10%"),)
+    # Empty: from the cluster spec, so a moved placement group or VPC moves the pools too: the
+    # placement group's zone when the pool's class wants the placement group, else all zones.
+    zones: tuple[str, ...] = ()
     taints: tuple[Taint, ...] = ()
     gpu: str | None = None  # the GPU model, as a node label for people and dashboards
     capacity_spread: tuple[str, ...] = ()  # values of CAPACITY_SPREAD_LABEL this pool offers
@@ -186,8 +188,6 @@ BUSINESS_HOURS_SCHEDULE_UTC = "0 6 * * 1-5"
 BUSINESS_HOURS_DURATION = "12h"
 
 GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
-PLACEMENT_GROUP_ZONE = "eu-west-3a"  # the zone of the stack's cluster placement group
-ALL_ZONES = ("eu-west-3a", "eu-west-3b", "eu-west-3c")
 
 
 NODE_CLASS_GPU_INFERENCE = NodeClassSpec(
@@ -259,7 +259,6 @@ def default_nodepools() -> tuple[NodePoolSpec, ...]:
         node_class=NODE_CLASS_GPU_INFERENCE,
         instance_types=("g5.xlarge", "g5.2xlarge", "g5.4xlarge"),
         capacity_types=("on-demand",),  # 0% spot: the inference SLA
-        zones=(PLACEMENT_GROUP_ZONE,),
         limit_cpu="100",
         limit_memory="400Gi",
         consolidation_policy="WhenEmpty",
@@ -283,7 +282,6 @@ def default_nodepools() -> tuple[NodePoolSpec, ...]:
         limit_cpu=100,
         limit_memory_gi=400,
         instance_types=("g4dn.xlarge", "g4dn.2xlarge", "g4dn.4xlarge"),
-        zones=(PLACEMENT_GROUP_ZONE,),
         consolidation_policy="WhenEmptyOrUnderutilized",
         consolidate_after="3m",  # the seed's 180s
         expire_after="720h",  # 30 days
@@ -299,7 +297,6 @@ def default_nodepools() -> tuple[NodePoolSpec, ...]:
         instance_types=tuple(
             f"{family}.{size}" for family in ("c6i", "c6a", "m6i") for size in ("xlarge", "2xlarge")
         ),
-        zones=ALL_ZONES,
         consolidation_policy="WhenEmptyOrUnderutilized",
         consolidate_after="1m",
         expire_after="720h",
@@ -321,7 +318,9 @@ def nodepool_names(role: str, nodepools: tuple[NodePoolSpec, ...] | None = None)
 
 
 def nodepool_warnings(
-    nodepools: tuple[NodePoolSpec, ...], karpenter: KarpenterControllerSpec
+    nodepools: tuple[NodePoolSpec, ...],
+    karpenter: KarpenterControllerSpec,
+    placement_group_zone: str,
 ) -> list[str]:
     """What the seed asks of the pools that Karpenter cannot express, and the approximation."""
     warnings: list[str] = []
@@ -331,7 +330,7 @@ def nodepool_warnings(
                 f"EC2NodeClass {node_class.name}: the seed places these nodes in the cluster "
                 f"placement group, but Karpenter {karpenter.chart_version} has no "
                 f"placementGroupSelector (from {PLACEMENT_GROUP_MIN_KARPENTER}); its pools are "
-                f"pinned to {PLACEMENT_GROUP_ZONE} by a zone requirement instead"
+                f"pinned to {placement_group_zone} by a zone requirement instead"
             )
     for pool in nodepools:
         if pool.spot_share_wish and "spot" in pool.capacity_types:

@@ -37,7 +37,11 @@ class NodePoolsUnit:
 
     def plan(self) -> Plan:
         warnings = [] if self.kube else [NO_CLUSTER_WARNING]
-        warnings += nodepool_warnings(self.spec.nodepools, self.spec.karpenter_controller)
+        warnings += nodepool_warnings(
+            self.spec.nodepools,
+            self.spec.karpenter_controller,
+            self.spec.placement_group.availability_zone,
+        )
         changes, conflicts = plan_objects(self.kube, self._objects(), self.spec.stack, self.name)
         return Plan(self.name, tuple(changes), tuple(warnings), tuple(conflicts))
 

@@ -260,3 +260,16 @@ def test_the_spec_refuses_durations_karpenter_would_reject():
         dataclasses.replace(pool, expire_after="60d")
     with pytest.raises(ValueError, match="use WhenEmpty or WhenEmptyOrUnderutilized"):
         dataclasses.replace(pool, consolidation_policy="WhenUnderutilized")
+
+
+def test_pool_zones_follow_the_placement_group_and_the_vpc():
+    zones = ("eu-central-1a", "eu-central-1b", "eu-central-1c")
+    moved = dataclasses.replace(
+        SPEC,
+        placement_group=dataclasses.replace(SPEC.placement_group, availability_zone=zones[1]),
+        vpc=dataclasses.replace(SPEC.vpc, availability_zones=zones),
+    )
+    pools = {p["metadata"]["name"]: p for p in manifests.nodepools(moved, UNIT)}
+    assert requirement(pools["gpu-inference"], "topology.kubernetes.io/zone") == [zones[1]]
+    assert requirement(pools["gpu-preprocessing-spot"], "topology.kubernetes.io/zone") == [zones[1]]
+    assert requirement(pools["cpu-coordination-spot"], "topology.kubernetes.io/zone") == [*zones]
