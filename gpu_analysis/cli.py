@@ -20,7 +20,18 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    import logging
+
     from gpu_analysis.steps import analyze
+
+    if not args.quiet:
+        # Progress and the engine's one-line notes (which execution provider runs) go to
+        # stdout; stderr is kept for the error line alone.
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        engine_log = logging.getLogger("gpu_analysis")
+        engine_log.addHandler(handler)
+        engine_log.setLevel(logging.INFO)
 
     last_tenth = -1
 

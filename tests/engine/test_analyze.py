@@ -96,7 +96,10 @@ def test_cli_writes_every_contract_output(clip, models, tmp_path: Path) -> None:
     for name in ("temperature_map.npy", "temperature_map_team_0.npy", "temperature_map_team_1.npy"):
         m = np.load(out / name)
         assert m.shape == (68, 105) and m.min() >= 0 and abs(float(m.sum()) - 1) < 1e-5
-    assert "CPUExecutionProvider" in result.stdout
+    provider_lines = [line for line in result.stdout.splitlines() if "ExecutionProvider" in line]
+    assert (
+        provider_lines[0] == "onnxruntime: heatmap model kit.onnx (640x384) on CPUExecutionProvider"
+    )
 
 
 def test_builtin_model_is_used_or_clearly_missing(clip, tmp_path: Path) -> None:
