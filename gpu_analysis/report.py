@@ -12,6 +12,7 @@ from gpu_analysis import storage
 from gpu_analysis.accumulate import (
     PitchGrid,
     PitchPositions,
+    decay_weights,
     half_maps,
     temperature_map,
     zone_occupancy,
@@ -74,10 +75,13 @@ def build_outputs(
     timings: dict,
     decode: dict,
     detections_total: int | None = None,
+    live_half_life_s: float | None = None,
 ) -> tuple[dict[str, bytes], dict]:
     """Every file of contract section 2 (and the per-team and per-half extras) as bytes.
 
     `detections_total` counts detections dropped before this point (off the pitch) too.
+    `live_half_life_s` adds `temperature_map_live.npy`: the "live" map at the end of the
+    video, where an observation that much older counts half as much.
     """
     started = time.perf_counter()
     grid = PitchGrid(calibration.length_m, calibration.width_m, res_m)
@@ -90,6 +94,12 @@ def build_outputs(
         "temperature_map_half_1.npy": storage.npy_bytes(maps.halves[0]),
         "temperature_map_half_2.npy": storage.npy_bytes(maps.halves[1]),
     }
+    if live_half_life_s is not None:
+        now_s = float(detections.sampled_timestamp_s.max(initial=0.0))
+        weights = decay_weights(positions.timestamp_s, live_half_life_s, now_s)
+        files["temperature_map_live.npy"] = storage.npy_bytes(
+            temperature_map(positions.positions_m, grid, weights)
+        )
     length_m, width_m = calibration.length_m, calibration.width_m
     files["temperature_map.png"] = render_map_png(
         maps.overall, length_m, width_m, "Temperature map: all players"
@@ -140,6 +150,7 @@ def build_outputs(
         },
         "zones": zone_occupancy(positions.positions_m, grid),
         "teams": team_summary,
+        "live_half_life_s": live_half_life_s,
         "halves": {
             "half_time_s": round(maps.half_time_s, 4),
             "direction": "second half turned half a turn to attack like the first",

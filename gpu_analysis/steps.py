@@ -360,6 +360,7 @@ def aggregate(
     *,
     video_facts: VideoFacts,
     res_m: float = 1.0,
+    live_half_life_s: float | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """Project, split teams, build maps, PNGs and report.json into out_dir (the CPU step)."""
@@ -391,6 +392,7 @@ def aggregate(
         calibration,
         video_facts,
         res_m=res_m,
+        live_half_life_s=live_half_life_s,
         model=inf.get("model", {}),
         timings=timings,
         decode=decode,
@@ -457,6 +459,7 @@ def analyze(
     progress: Progress | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     res_m: float = 1.0,
+    live_half_life_s: float | None = None,
     detector: Detector | None = None,
 ) -> dict:
     """The whole analysis in one process: what `gpu-analysis analyze` runs.
@@ -518,6 +521,7 @@ def analyze(
         calibration,
         facts,
         res_m=res_m,
+        live_half_life_s=live_half_life_s,
         model=model_info,
         timings={
             "decode_s": round(stats.decode_s, 4),

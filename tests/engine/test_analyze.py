@@ -41,7 +41,12 @@ def _truth_map(truth, players: np.ndarray, frames: np.ndarray) -> np.ndarray:
 def test_exact_detections_give_the_true_maps(clip, tmp_path: Path) -> None:
     out = tmp_path / "out"
     report = steps.analyze(
-        clip.video, clip.calibration, out, sample_fps=5.0, detector=TruthDetector(clip.truth)
+        clip.video,
+        clip.calibration,
+        out,
+        sample_fps=5.0,
+        detector=TruthDetector(clip.truth),
+        live_half_life_s=1.0,
     )
     assert {p.name for p in out.iterdir()} >= CONTRACT_FILES
     overall = np.load(out / "temperature_map.npy")
@@ -62,6 +67,14 @@ def test_exact_detections_give_the_true_maps(clip, tmp_path: Path) -> None:
     assert min(best) >= 0.9, (straight, crossed)
     assert report["sampled_frames"] == len(frames)
     assert report["detections_total"] == int(clip.truth.visible[frames].sum())
+
+    # The live map remembers the last seconds far better than the first ones.
+    live = np.load(out / "temperature_map_live.npy")
+    assert abs(float(live.sum()) - 1.0) < 1e-5
+    everyone = np.arange(len(clip.truth.team))
+    last = _smoothed_correlation(live, _truth_map(clip.truth, everyone, frames[-10:]))
+    first = _smoothed_correlation(live, _truth_map(clip.truth, everyone, frames[:10]))
+    assert last > 0.9 and last > first + 0.2, (last, first)
 
 
 def test_cli_writes_every_contract_output(clip, models, tmp_path: Path) -> None:
