@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import queue
 import shutil
@@ -480,13 +481,14 @@ def analyze(
             detector = OnnxDetector(model, device)
         geometry = letterbox_geometry((facts.width, facts.height), detector.input_wh)
         stats = DecodeStats()
-        producer = _Producer(
-            _decoded_batches(facts, geometry, sample_fps, batch_size, stats, progress)
-        )
+        # Progress is reported from this thread, not the decode thread: callers' callbacks
+        # (Dagster's logger, a Pipes context) need not be thread-safe.
+        producer = _Producer(_decoded_batches(facts, geometry, sample_fps, batch_size, stats, None))
         producer.start()
         parts = []
         infer_s = 0.0
-        detections_total = 0
+        detections_total = analysed = 0
+        expected = max(1, math.ceil(facts.frame_count * min(1.0, sample_fps / facts.fps)))
         try:
             for batch in producer:
                 t0 = time.perf_counter()
@@ -497,6 +499,8 @@ def analyze(
                 on_pitch = calibration.project_to_pitch(found.foot_points_px)[1]
                 parts.append(found.select(on_pitch))
                 infer_s += time.perf_counter() - t0
+                analysed += len(batch)
+                _report(progress, f"analysed {analysed}/{expected} frames", analysed / expected)
         finally:
             producer.stop.set()
             producer.join()
