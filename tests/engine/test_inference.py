@@ -29,10 +29,12 @@ def test_decode_heatmap_finds_gaussian_peaks_to_a_tenth_of_a_cell() -> None:
 def test_decode_heatmap_keeps_one_point_per_plateau_and_respects_threshold() -> None:
     heat = np.zeros((20, 20), np.float32)
     heat[5, 5] = heat[5, 6] = 0.9  # a flat top two cells wide
+    heat[12, 3:6] = 0.7  # and one three cells wide
     heat[15, 15] = 0.2  # below threshold
-    points, _ = decode_heatmap(heat, threshold=0.3)
-    assert points.shape == (1, 2)
+    points, scores = decode_heatmap(heat, threshold=0.3)
+    assert points.shape == (2, 2) and list(scores) == pytest.approx([0.9, 0.7])
     assert abs(points[0, 0] - 5.5) < 1e-6 and abs(points[0, 1] - 5.0) < 1e-6
+    assert 3 <= points[1, 0] <= 5 and points[1, 1] == 12
 
 
 def test_decode_yolo_suppresses_overlaps_and_ignores_other_classes() -> None:
