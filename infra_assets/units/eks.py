@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -16,6 +17,11 @@ from infra_assets.aws_access import (
     tag_specifications,
 )
 from infra_assets.aws_iam import RoleSpec, delete_role, ensure_role, observe_role
+from infra_assets.cost import (
+    EKS_CONTROL_PLANE_HOURLY,
+    EKS_EXTENDED_SUPPORT_HOURLY,
+    EKS_STANDARD_SUPPORT_ENDS,
+)
 from infra_assets.plan import Change, Plan
 from infra_assets.spec import OWNER_TAG
 from infra_assets.units.aws_unit import (
@@ -161,6 +167,14 @@ class EksUnit(AwsUnit):
         vpc_id, subnets = self._vpc_ids()
         if vpc_id is None:
             warnings.append("the gpu-vpc unit has no VPC yet: apply gpu_vpc first")
+        support_ends = EKS_STANDARD_SUPPORT_ENDS.get(eks.version)
+        if support_ends is not None and dt.date.today() >= support_ends:
+            warnings.append(
+                f"Kubernetes {eks.version} left EKS standard support on "
+                f"{support_ends.isoformat()}: the control plane bills at the extended-support "
+                f"rate (${EKS_EXTENDED_SUPPORT_HOURLY}/h instead of "
+                f"${EKS_CONTROL_PLANE_HOURLY}/h); plan the upgrade to the next minor version"
+            )
         sg_id_to_name = {}
         ids = {"vpc": vpc_id, **{f"subnet/{k}": v for k, v in subnets.items()}}
 

@@ -129,10 +129,7 @@ class VpcUnit(AwsUnit):
                 if spec is not None:
                     state.ids[f"subnet/{spec.name}"] = subnet["SubnetId"]
 
-        igws = ec2.describe_internet_gateways(
-            Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}]
-        )["InternetGateways"]
-        igws += ec2.describe_internet_gateways(Filters=[owner_filter(self.stack)])[
+        igws = ec2.describe_internet_gateways(Filters=[owner_filter(self.stack)])[
             "InternetGateways"
         ]
         for igw in igws:

@@ -124,10 +124,7 @@ def test_from_empty_apply_creates_the_spec_and_a_second_apply_changes_nothing(aw
         (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
         assert target["Arn"] == karpenter["interruption_queue_arn"]
 
-
-def test_interruption_events_reach_the_queue(aws_ctx):
-    """EventBridge delivers a spot interruption warning into Karpenter's queue."""
-    outputs = apply_all(aws_ctx)
+    # The wiring works: EventBridge delivers a spot interruption warning into the queue.
     aws_ctx.aws.client("events").put_events(
         Entries=[
             {

@@ -7,6 +7,7 @@ import pytest
 
 import infra_assets.definitions
 from gpu_analysis.profile import load_profile
+from infra_assets.resources import InfraResource
 from infra_assets.spec import OWNER_TAG
 from infra_assets.units import AWS_UNITS, TEARDOWN_ORDER, UNITS, asset_name
 
@@ -24,6 +25,14 @@ def defs(aws, no_kubeconfig) -> dg.Definitions:
 @pytest.fixture
 def instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
+
+
+@pytest.fixture
+def applied_stack(defs) -> None:
+    """The AWS units applied directly (infra_apply itself is the subject of its own test)."""
+    ctx = InfraResource.from_profile(load_profile("staging")).unit_context()
+    for unit in AWS_UNITS:
+        unit(ctx).apply()
 
 
 def run(defs: dg.Definitions, instance, job: str, run_config: dict | None = None):
@@ -73,6 +82,8 @@ def test_infra_apply_from_empty_then_a_second_run_plans_nothing(defs, instance):
     assert eks["idle_base_usd_per_month"] > 300  # exact figures: test_cost.py
     assert "2 x m6i.large" in eks["idle_base_cost"]
     assert "3 (eu-west-3a, eu-west-3b, eu-west-3c)" in eks["idle_base_cost"]
+
+    assert failing(first) == set()  # infra_apply runs the drift checks after applying
 
     second = run(defs, instance, "infra_apply")
     assert second.success
@@ -132,12 +143,8 @@ def _make_endpoint_public(aws) -> str:
     ids=["nat-gateway-deleted", "subnet-tags-changed", "eks-endpoint-public"],
 )
 def test_drift_fails_exactly_the_affected_check_and_remediate_repairs_it(
-    defs, instance, aws, drift, affected
+    defs, instance, aws, applied_stack, drift, affected
 ):
-    applied = run(defs, instance, "infra_apply")
-    assert applied.success
-    assert failing(applied) == set()  # infra_apply runs the drift checks after applying
-
     readable_diff = drift(aws)
     report = run(defs, instance, "infra_reconcile")
     assert failing(report) == {affected}
@@ -167,6 +174,10 @@ def _owned_leftovers(aws) -> list[str]:
     ]
     left += [a["AllocationId"] for a in ec2.describe_addresses(Filters=owner)["Addresses"]]
     left += [
+        g["InternetGatewayId"]
+        for g in ec2.describe_internet_gateways(Filters=owner)["InternetGateways"]
+    ]
+    left += [
         g["GroupName"] for g in ec2.describe_placement_groups(Filters=owner)["PlacementGroups"]
     ]
     left += [t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"]]
@@ -179,9 +190,8 @@ def _owned_leftovers(aws) -> list[str]:
 
 
 def test_infra_teardown_refuses_without_the_cluster_name_then_removes_everything(
-    defs, instance, aws
+    defs, instance, aws, applied_stack
 ):
-    assert run(defs, instance, "infra_apply").success
     before = _owned_leftovers(aws)
     assert len(before) > 20
 
