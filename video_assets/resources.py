@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from dagster._core.errors import DagsterPipesExecutionError  # not exported by `dagster`
 from dagster_aws.s3 import S3Resource
-from pydantic import PrivateAttr
 
 from gpu_analysis.profile import Profile
 from gpu_analysis.workers import objects
@@ -24,6 +24,32 @@ from video_assets.pod_specs import STEPS, Step, StepPod, step_pod
 TERMINATION_ERROR = re.compile(r'failed with message: "(error: [^"\n]*)\n?"')
 VIDEO_SUFFIX = ".mp4"
 CALIBRATION_SUFFIX = ".calibration.json"
+
+
+_S3_CLIENTS: dict[tuple[str | None, ...], Any] = {}
+_S3_CLIENTS_LOCK = threading.Lock()
+
+
+def _shared_s3_client(s3: S3Resource) -> Any:
+    """One S3 client per configuration for the whole process.
+
+    Resources are built anew for every sensor tick and step, and building a client costs more
+    than listing a few hundred keys. boto3 clients are thread-safe and refresh Pod Identity
+    credentials themselves. The endpoint settings are part of the key because boto3 reads
+    them when the client is built.
+    """
+    key = (
+        s3.region_name,
+        s3.endpoint_url,
+        s3.profile_name,
+        os.environ.get("AWS_ENDPOINT_URL"),
+        os.environ.get("AWS_ENDPOINT_URL_S3"),
+        os.environ.get("AWS_PROFILE"),
+    )
+    with _S3_CLIENTS_LOCK:
+        if key not in _S3_CLIENTS:
+            _S3_CLIENTS[key] = s3.get_client()
+        return _S3_CLIENTS[key]
 
 
 class MatchStorage(dg.ConfigurableResource):
@@ -37,15 +63,10 @@ class MatchStorage(dg.ConfigurableResource):
     scratch_dir: str
     s3: S3Resource
 
-    # One S3 client per resource instance: building one costs far more than a small request.
-    _s3_client: Any = PrivateAttr(default=None)
-
     def _client(self) -> Any:
         if not objects.is_s3(self.root_uri):
             return None
-        if self._s3_client is None:
-            self._s3_client = self.s3.get_client()
-        return self._s3_client
+        return _shared_s3_client(self.s3)
 
     @property
     def incoming_uri(self) -> str:
