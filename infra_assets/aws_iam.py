@@ -36,9 +36,9 @@ class RoleSpec:
 
     def desired(self) -> dict[str, Any]:
         return {
-            "trust_policy": _canonical(self.trust_policy()),
+            "trust_policy": canonical_policy(self.trust_policy()),
             "managed_policies": sorted(self.managed_policies),
-            "inline_policies": {name: _canonical(doc) for name, doc in self.inline_policies},
+            "inline_policies": {name: canonical_policy(doc) for name, doc in self.inline_policies},
             "tags": dict(self.tags),
         }
 
@@ -60,13 +60,13 @@ def observe_role(iam: Any, name: str) -> dict[str, Any] | None:
     for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
         for policy_name in page["PolicyNames"]:
             document = iam.get_role_policy(RoleName=name, PolicyName=policy_name)
-            inline[policy_name] = _canonical(_document(document["PolicyDocument"]))
+            inline[policy_name] = canonical_policy(_document(document["PolicyDocument"]))
     tags = role.get("Tags")
     if tags is None:
         tags = iam.list_role_tags(RoleName=name).get("Tags", [])
     return {
         "arn": role["Arn"],
-        "trust_policy": _canonical(_document(role["AssumeRolePolicyDocument"])),
+        "trust_policy": canonical_policy(_document(role["AssumeRolePolicyDocument"])),
         "managed_policies": sorted(attached),
         "inline_policies": inline,
         "tags": tag_dict(tags),
@@ -86,7 +86,7 @@ def ensure_role(iam: Any, spec: RoleSpec, observed: dict[str, Any] | None) -> st
         iam.get_waiter("role_exists").wait(RoleName=spec.name, WaiterConfig={"Delay": 2})
     else:
         arn = observed["arn"]
-        if observed["trust_policy"] != _canonical(spec.trust_policy()):
+        if observed["trust_policy"] != canonical_policy(spec.trust_policy()):
             iam.update_assume_role_policy(
                 RoleName=spec.name, PolicyDocument=json.dumps(spec.trust_policy())
             )
@@ -98,7 +98,7 @@ def ensure_role(iam: Any, spec: RoleSpec, observed: dict[str, Any] | None) -> st
     for policy in sorted(set(observed["managed_policies"]) - set(spec.managed_policies)):
         iam.detach_role_policy(RoleName=spec.name, PolicyArn=policy)
     for policy_name, document in spec.inline_policies:
-        if observed["inline_policies"].get(policy_name) != _canonical(document):
+        if observed["inline_policies"].get(policy_name) != canonical_policy(document):
             iam.put_role_policy(
                 RoleName=spec.name, PolicyName=policy_name, PolicyDocument=json.dumps(document)
             )
@@ -134,7 +134,7 @@ def _document(value: Any) -> dict[str, Any]:
     return value
 
 
-def _canonical(document: dict[str, Any]) -> dict[str, Any]:
+def canonical_policy(document: dict[str, Any]) -> dict[str, Any]:
     """A policy in a form that compares equal however AWS re-serialised it."""
 
     def norm(value: Any) -> Any:

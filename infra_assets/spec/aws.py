@@ -103,6 +103,11 @@ class NodeGroupSpec:
     data_volume_type: str = "gp3"
     data_volume_encrypted: bool = True
     labels: tuple[tuple[str, str], ...] = (("gpu-analysis/node-role", "system"),)
+    # (key, value, effect). Nodes start before Cilium (gpu-cilium comes after gpu-eks): this
+    # keeps pods off them until the Cilium agent runs there and removes the taint itself.
+    taints: tuple[tuple[str, str, str], ...] = (
+        ("node.cilium.io/agent-not-ready", "true", "NO_EXECUTE"),
+    )
 
     def __post_init__(self) -> None:
         if not self.min_size <= self.desired_size <= self.max_size:

@@ -8,7 +8,13 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from infra_assets.aws_access import is_not_found, is_owned
-from infra_assets.aws_iam import RoleSpec, delete_role, ensure_role, observe_role
+from infra_assets.aws_iam import (
+    RoleSpec,
+    canonical_policy,
+    delete_role,
+    ensure_role,
+    observe_role,
+)
 from infra_assets.manifests import karpenter_interruption_queue_name, karpenter_node_role_name
 from infra_assets.plan import Change, Plan
 from infra_assets.spec.aws import InterruptionRuleSpec
@@ -177,8 +183,17 @@ class KarpenterIamUnit(AwsUnit):
         return {
             "MessageRetentionPeriod": str(self._karpenter.queue_message_retention_seconds),
             "SqsManagedSseEnabled": str(self._karpenter.queue_sqs_managed_sse).lower(),
-            "Policy": json.dumps(self._queue_policy(queue_arn), sort_keys=True),
+            "Policy": json.dumps(self._queue_policy(queue_arn)),
         }
+
+    def _comparable_queue_attributes(self, attributes: dict[str, str]) -> dict[str, Any]:
+        # SQS hands the policy back re-serialised; compare its meaning, not its bytes.
+        comparable: dict[str, Any] = {
+            k: attributes.get(k) for k in ("MessageRetentionPeriod", "SqsManagedSseEnabled")
+        }
+        policy = attributes.get("Policy")
+        comparable["Policy"] = canonical_policy(json.loads(policy)) if policy else None
+        return comparable
 
     @staticmethod
     def _event_pattern(rule: InterruptionRuleSpec) -> dict[str, Any]:
@@ -280,19 +295,14 @@ class KarpenterIamUnit(AwsUnit):
 
         queue_arn = f"arn:aws:sqs:{region}:{account}:{self.queue_name}"
         queue = self._queue()
-        desired_attributes = self._queue_attributes(queue_arn)
+        desired_attributes = self._comparable_queue_attributes(self._queue_attributes(queue_arn))
         observed_queue = None
         if queue is not None:
             if not is_owned(queue["tags"], self.stack):
                 conflicts.append(f"SQS queue {self.queue_name} exists but is not ours")
             else:
-                attributes = dict(queue["attributes"])
-                if "Policy" in attributes:
-                    attributes["Policy"] = json.dumps(
-                        json.loads(attributes["Policy"]), sort_keys=True
-                    )
                 observed_queue = {
-                    "attributes": {k: attributes.get(k) for k in desired_attributes},
+                    "attributes": self._comparable_queue_attributes(queue["attributes"]),
                     "tags": queue["tags"],
                 }
                 self._ids["queue_url"] = queue["url"]

@@ -97,6 +97,10 @@ def test_from_empty_apply_creates_the_spec_and_a_second_apply_changes_nothing(aw
         ["m6i.large"],
         "BOTTLEROCKET_x86_64",
     )
+    # No pods on the system nodes before Cilium (the next unit) gives them a network.
+    assert nodegroup["taints"] == [
+        {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NO_EXECUTE"}
+    ]
     assert sorted(eks.list_addons(clusterName=aws_ctx.spec.cluster_name)["addons"]) == [
         "coredns",
         "eks-pod-identity-agent",
