@@ -55,3 +55,18 @@ def test_inconsistent_values_are_refused_with_the_field_named():
         VpcSpec(private_subnets=("10.152.0.0/20",))
     with pytest.raises(ValueError, match="min_size <= desired_size <= max_size"):
         NodeGroupSpec(min_size=3, desired_size=2)
+
+
+def test_the_profile_names_the_stack_and_can_move_its_region():
+    from gpu_analysis.profile import load_profile
+    from infra_assets.resources import InfraResource, cluster_spec_for
+
+    staging = InfraResource.from_profile(load_profile("staging")).cluster_spec()
+    assert staging == ClusterSpec()  # the staging profile is exactly the seed's cluster
+    local = InfraResource.from_profile(load_profile("local")).cluster_spec()
+    assert (local.stack, local.cluster_name) == ("local-gpu-analysis", "local-gpu-analysis")
+
+    moved = cluster_spec_for("eu-west-1", "c", "test")
+    assert moved.vpc.availability_zones == ("eu-west-1a", "eu-west-1b", "eu-west-1c")
+    assert moved.placement_group.availability_zone == "eu-west-1a"
+    assert moved.vpc.cidr == "10.152.0.0/16"
