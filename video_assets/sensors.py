@@ -154,10 +154,18 @@ def build_match_video_sensor(
             run_requests=run_requests,
             dynamic_partitions_requests=[matches.build_add_request(new_ids)] if new_ids else [],
             cursor=plan.cursor.dump(),
-            skip_reason=None if run_requests else "no new complete match video",
+            skip_reason=None if run_requests else _skip_reason(plan),
         )
 
     return match_video_sensor
+
+
+def _skip_reason(plan: IncomingPlan) -> str:
+    if not plan.waiting:
+        return "no new complete match video"
+    shown = "; ".join(plan.waiting[:3])
+    more = f" (and {len(plan.waiting) - 3} more)" if len(plan.waiting) > 3 else ""
+    return f"waiting: {shown}{more}"
 
 
 def tick_once(
