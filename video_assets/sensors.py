@@ -96,6 +96,8 @@ def plan_incoming(
             if name not in cursor.rejected:
                 rejected.append(name)
             continue
+        if match_id in cursor.submitted:  # kept while the match's files are in incoming/
+            next_cursor.submitted[match_id] = cursor.submitted[match_id]
         calibration = by_name.get(match_id + CALIBRATION_SUFFIX)
         if calibration is None:
             waiting.append(f"{match_id}: no {match_id}{CALIBRATION_SUFFIX} yet")
@@ -103,12 +105,9 @@ def plan_incoming(
         version = hashlib.sha256(f"{video.version}|{calibration.version}".encode()).hexdigest()[:16]
         next_cursor.seen[match_id] = version
         if cursor.submitted.get(match_id) == version:
-            next_cursor.submitted[match_id] = version
             continue
         if require_stable and cursor.seen.get(match_id) != version:
             waiting.append(f"{match_id}: new or changed since the last tick, letting it settle")
-            if match_id in cursor.submitted:
-                next_cursor.submitted[match_id] = cursor.submitted[match_id]
             continue
         ready.append(ReadyMatch(match_id, version, video))
         next_cursor.submitted[match_id] = version

@@ -94,3 +94,13 @@ def test_500_objects_one_tick_under_two_seconds(s3_staging, instance):
     assert elapsed_s < 2.0, f"one tick over 500 objects took {elapsed_s:.2f} s"
     print(f"sensor tick over 500 objects: {elapsed_s:.3f} s")
     assert driver.tick() == []
+
+
+def test_calibration_replaced_by_delete_and_put_starts_nothing_new(s3_staging, instance):
+    driver = SensorDriver(instance)
+    put_match(s3_staging, "m1", b"v" * 10)
+    assert len(driver.tick()) == 1
+    s3_staging.delete_object(Bucket=BUCKET, Key="incoming/m1.calibration.json")
+    assert driver.tick() == []
+    s3_staging.put_object(Bucket=BUCKET, Key="incoming/m1.calibration.json", Body=CALIBRATION)
+    assert driver.tick() == []  # same bytes, same ETag: the same content version
