@@ -93,6 +93,7 @@ class KarpenterIamUnit(AwsUnit):
                     "Effect": "Allow",
                     "Action": [
                         "ec2:DescribeAvailabilityZones",
+                        "ec2:DescribeCapacityReservations",
                         "ec2:DescribeImages",
                         "ec2:DescribeInstances",
                         "ec2:DescribeInstanceTypeOfferings",
@@ -143,6 +144,7 @@ class KarpenterIamUnit(AwsUnit):
                         "iam:CreateInstanceProfile",
                         "iam:DeleteInstanceProfile",
                         "iam:GetInstanceProfile",
+                        "iam:ListInstanceProfiles",
                         "iam:RemoveRoleFromInstanceProfile",
                         "iam:TagInstanceProfile",
                     ],
@@ -236,14 +238,19 @@ class KarpenterIamUnit(AwsUnit):
             "tags": {t["Key"]: t["Value"] for t in tags},
         }
 
-    def _cluster_exists(self) -> bool:
+    def _cluster_ownership(self) -> str:
+        """ "ours", "absent", or "foreign" (a cluster of that name without our tag)."""
         try:
-            self.aws.eks.describe_cluster(name=self.spec.cluster_name)
+            cluster = self.aws.eks.describe_cluster(name=self.spec.cluster_name)["cluster"]
         except ClientError as exc:
             if is_not_found(exc):
-                return False
+                return "absent"
             raise
-        return True
+        return "ours" if is_owned(cluster.get("tags"), self.stack) else "foreign"
+
+    def _cluster_exists(self) -> bool:
+        """Our cluster exists: the only one we add associations and access entries to."""
+        return self._cluster_ownership() == "ours"
 
     def _association(self) -> dict[str, Any] | None:
         summaries = self.aws.eks.list_pod_identity_associations(
@@ -341,7 +348,13 @@ class KarpenterIamUnit(AwsUnit):
         node_role_arn = f"arn:aws:iam::{account}:role/{self.node_role_name}"
         controller_role_arn = f"arn:aws:iam::{account}:role/{self.controller_role_name}"
         association_name = f"{self._karpenter.namespace}/{self._karpenter.service_account}"
-        if not self._cluster_exists():
+        ownership = self._cluster_ownership()
+        if ownership == "foreign":
+            conflicts.append(
+                f"EKS cluster {self.spec.cluster_name} is not tagged as ours: no Pod Identity "
+                "association or access entry is made in it"
+            )
+        elif ownership == "absent":
             warnings.append(
                 f"EKS cluster {self.spec.cluster_name} does not exist yet: the Pod Identity "
                 "association and the node access entry wait for gpu_eks"

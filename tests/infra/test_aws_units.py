@@ -199,3 +199,32 @@ def test_placement_groups_warn_that_the_pinned_karpenter_cannot_use_them(aws: bo
     plan = PlacementGroupUnit(UnitContext(spec=ClusterSpec(), aws=aws)).plan()
     (warning,) = plan.warnings
     assert "Karpenter 1.8.1" in warning and ">= 1.11" in warning
+
+
+def test_a_foreign_cluster_with_our_name_is_neither_changed_nor_deleted(aws_ctx):
+    from infra_assets.units.karpenter_iam import KarpenterIamUnit
+
+    VpcUnit(aws_ctx).apply()
+    ec2, eks, iam = (aws_ctx.aws.client(s) for s in ("ec2", "eks", "iam"))
+    role = iam.create_role(RoleName="theirs", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    name = aws_ctx.spec.cluster_name
+    eks.create_cluster(
+        name=name,
+        roleArn=role,
+        resourcesVpcConfig={"subnetIds": [subnet], "endpointPublicAccess": True},
+        tags={"team": "someone-else"},
+    )
+
+    for unit in (EksUnit, KarpenterIamUnit):
+        plan = unit(aws_ctx).plan()
+        assert any(f"EKS cluster {name}" in c and "not" in c for c in plan.conflicts), plan
+        with pytest.raises(PlanConflict, match="refusing to apply"):
+            unit(aws_ctx).apply()
+    KarpenterIamUnit(aws_ctx).destroy()
+    EksUnit(aws_ctx).destroy()
+
+    cluster = eks.describe_cluster(name=name)["cluster"]
+    assert cluster["resourcesVpcConfig"]["endpointPublicAccess"] is True
+    assert cluster["tags"] == {"team": "someone-else"}
+    assert eks.list_pod_identity_associations(clusterName=name)["associations"] == []
