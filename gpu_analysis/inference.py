@@ -86,9 +86,12 @@ def create_session(model_path: Path, device: str = "auto", threads: int | None =
     )
     if device == "cuda" and not (want_cuda and _cuda_present()):
         raise UserError("--device cuda: no usable CUDA GPU here; use --device auto or cpu")
-    providers = ["CPUExecutionProvider"]
+    providers: list = ["CPUExecutionProvider"]
     if want_cuda and _cuda_present():
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        # cuDNN's exhaustive search may pick a different convolution algorithm run to run;
+        # a fixed choice keeps a retried step's detections byte-identical.
+        cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "DEFAULT"})
+        providers = [cuda, "CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(str(model_path), options, providers=providers)
     except Exception as exc:  # ORT raises its own pybind exception types
