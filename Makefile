@@ -30,7 +30,9 @@ demo: profile-check $(STAMP) $(INSTANCE)
 
 # The local profile gets a local AWS (moto + our extensions, python -m infra_assets.local_aws)
 # unless AWS_ENDPOINT_URL already points somewhere, so "Materialize all" on the cluster assets
-# shows real plans and results. Its keys are dummies: the emulator accepts anything.
+# shows real plans and results. Its keys are dummies: the emulator accepts anything. The
+# emulated EKS cluster has no API server, so the in-cluster units get no kubeconfig either
+# (LOCAL_KUBECONFIG=<file> gives them one): never your current kubectl context by accident.
 LOCAL_AWS_PORT ?= 5050
 dev: profile-check $(STAMP) $(INSTANCE)
 	@if [ "$${GPU_ANALYSIS_PROFILE:-local}" = local ] && [ -z "$${AWS_ENDPOINT_URL:-}" ]; then \
@@ -39,6 +41,7 @@ dev: profile-check $(STAMP) $(INSTANCE)
 	  export AWS_ENDPOINT_URL=http://127.0.0.1:$(LOCAL_AWS_PORT); \
 	  export AWS_ACCESS_KEY_ID=local-moto AWS_SECRET_ACCESS_KEY=local-moto; \
 	  unset AWS_PROFILE AWS_SESSION_TOKEN; \
+	  export KUBECONFIG=$${LOCAL_KUBECONFIG:-/dev/null}; \
 	fi; \
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
