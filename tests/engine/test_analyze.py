@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy.ndimage import gaussian_filter
 
 from gpu_analysis import steps
+from gpu_analysis.errors import UserError
 from tests.engine.conftest import run_cli
 from tests.engine.truth import TruthDetector
 
@@ -189,3 +191,21 @@ def test_steps_read_and_write_s3(clip, models, moto_s3: str, tmp_path: Path, mon
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="engine", Prefix="results/m1/")["Contents"]}
     assert {f"results/m1/{name}" for name in CONTRACT_FILES} <= keys
     assert report["sampled_frames"] == 30
+
+
+def test_outputs_join_an_existing_folder_without_touching_its_files(clip, models, tmp_path):
+    out = tmp_path / "DIR"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    steps.analyze(clip.video, clip.calibration, out, model=str(models["kit"]), sample_fps=1.0)
+    names = {p.name for p in out.iterdir()}
+    assert names >= CONTRACT_FILES | {"notes.txt"}
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR"]  # no staging folder left
+
+
+def test_infer_refuses_shards_that_were_not_finished(models, tmp_path):
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "shard-000000.npz").write_bytes(b"half written")
+    with pytest.raises(UserError, match="did not finish"):
+        steps.infer(str(tmp_path / "shards"), str(tmp_path / "det"), model=str(models["kit"]))
