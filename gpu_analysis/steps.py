@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 import queue
@@ -33,8 +32,6 @@ from gpu_analysis.inference import Detector, OnnxDetector
 from gpu_analysis.report import build_outputs
 from gpu_analysis.teams import torso_colours
 from gpu_analysis.video import DecodeStats, VideoFacts
-
-log = logging.getLogger("gpu_analysis.steps")
 
 Progress = Callable[[str, float], None]
 INFER_SUMMARY = "infer.json"
@@ -124,8 +121,8 @@ class _LocalVideo:
             return Path(self.uri)
         suffix = Path(self.uri).suffix or ".mp4"
         fd, self._tmp = tempfile.mkstemp(suffix=suffix)
-        with os.fdopen(fd, "wb") as f:
-            f.write(storage.read_bytes(self.uri))
+        os.close(fd)
+        storage.download(self.uri, self._tmp)
         return Path(self._tmp)
 
     def __exit__(self, *exc) -> None:

@@ -58,6 +58,18 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
     return path.read_bytes()
 
 
+def download(uri: str, path: str | os.PathLike) -> None:
+    """Copy an s3:// object to a local file in parts: a match video never sits in memory."""
+    bucket, key = _split_s3(uri)
+    client = _s3_client()
+    try:
+        client.download_file(bucket, key, str(path))
+    except client.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            raise UserError(f"{uri}: no such object") from None
+        raise
+
+
 def write_bytes(uri: str | os.PathLike, payload: bytes) -> None:
     """Write atomically: readers see the old file or the whole new one, never a partial one."""
     uri = str(uri)

@@ -191,6 +191,8 @@ def test_steps_read_and_write_s3(clip, models, moto_s3: str, tmp_path: Path, mon
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="engine", Prefix="results/m1/")["Contents"]}
     assert {f"results/m1/{name}" for name in CONTRACT_FILES} <= keys
     assert report["sampled_frames"] == 30
+    with pytest.raises(UserError, match="no such object"):
+        steps.preprocess("s3://engine/incoming/m2.mp4", "s3://engine/work/m2/frames", model=model)
 
 
 def test_outputs_join_an_existing_folder_without_touching_its_files(clip, models, tmp_path):
