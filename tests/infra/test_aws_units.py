@@ -157,10 +157,12 @@ def test_an_unowned_vpc_with_the_same_cidr_is_never_touched(aws_ctx):
     )["Vpc"]["VpcId"]
     their_subnet = ec2.create_subnet(VpcId=theirs, CidrBlock="10.152.0.0/20")["Subnet"]
 
-    outputs = apply_all(aws_ctx)
-    assert outputs["gpu-vpc"]["vpc_id"] != theirs
-    for unit in reversed(AWS_UNITS):
-        unit(aws_ctx).destroy()
+    # Only the VPC unit touches VPCs and subnets; the whole stack's teardown is in
+    # test_infra_jobs.py.
+    ours = VpcUnit(aws_ctx).apply().outputs["vpc_id"]
+    assert ours != theirs
+    assert not VpcUnit(aws_ctx).plan().has_changes
+    VpcUnit(aws_ctx).destroy()
 
     (vpc,) = ec2.describe_vpcs(VpcIds=[theirs])["Vpcs"]
     assert vpc["CidrBlock"] == "10.152.0.0/16"
