@@ -473,9 +473,9 @@ def analyze(
         facts = probe(local_path)
         calibration = load_calibration(calibration_path)
         if detector is None:
-            # The model's pool gets every core, the decode thread competing with it: measured
-            # faster on 2 cores than leaving one core to decode (pool threads sleep when idle).
-            detector = OnnxDetector(model, device)
+            # One core is left to the decode thread: on an otherwise idle 2-core machine that
+            # ran 5.4 s against 6.9 s with the model on both (benchmarks/engine_choices.py).
+            detector = OnnxDetector(model, device, threads=max(1, (os.cpu_count() or 1) - 1))
         geometry = letterbox_geometry((facts.width, facts.height), detector.input_wh)
         stats = DecodeStats()
         # Progress is reported from this thread, not the decode thread: callers' callbacks
