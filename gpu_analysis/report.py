@@ -39,18 +39,20 @@ class MatchMaps:
 def project(detections: Detections, calibration: Calibration) -> tuple[PitchPositions, np.ndarray]:
     """Pitch positions of the detections that land on the pitch, teams split by shirt colour.
 
-    Returns the positions and the shirt colour (RGB) of each team. Teams are split over all
-    detections with a colour, on or off the pitch, so both ends of the frame inform them.
+    Returns the positions and the shirt colour (RGB) of each team. Only players on the pitch
+    take part in the split: the crowd's colours would pull the two clusters off the kits.
     """
     positions_m, on_pitch = calibration.project_to_pitch(detections.foot_points_px)
-    team, team_rgb = split_teams(detections.torso_rgb, detections.torso_valid)
-    positions = PitchPositions(
-        frame_index=detections.frame_index,
-        timestamp_s=detections.timestamp_s,
-        positions_m=positions_m,
-        team=team,
+    team, team_rgb = split_teams(detections.torso_rgb[on_pitch], detections.torso_valid[on_pitch])
+    return (
+        PitchPositions(
+            frame_index=detections.frame_index[on_pitch],
+            timestamp_s=detections.timestamp_s[on_pitch],
+            positions_m=positions_m[on_pitch],
+            team=team,
+        ),
+        team_rgb,
     )
-    return positions.select(on_pitch), team_rgb
 
 
 def match_maps(positions: PitchPositions, grid: PitchGrid, half_time_s: float) -> MatchMaps:
