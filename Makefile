@@ -60,7 +60,7 @@ test: lint
 # (fixed seeds, a fixed number of steps), export gpu_analysis/models/builtin.onnx and record its
 # held-out evaluation beside it. Needs the `train` extra (torch); see docs/model.md.
 TRAIN_DATA ?= /tmp/footnet-data
-TRAIN_STEPS ?= 3000
+TRAIN_STEPS ?= 3500
 train-model: $(STAMP)
 	@$(PY) -c 'import torch, onnx' 2>/dev/null || $(PY) -m pip install -q -e '.[train]'
 	$(PY) -m training.data --out $(TRAIN_DATA) --clips 400

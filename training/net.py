@@ -8,8 +8,13 @@ from torch.nn import functional as F
 
 
 def conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    # Downsampling uses even kernels (4x4, stride 2, padding 1): output cell j then covers
+    # input pixels 2j-1..2j+2 and is centred exactly at (j + 0.5) * 2, the grid convention of
+    # the heat map. A 3x3 stride-2 conv would centre it half a pixel off per stage, which the
+    # network has to learn to undo and, when short of training, does not quite.
+    padding = (k - 1) // 2
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False),
+        nn.Conv2d(c_in, c_out, k, stride, padding, groups=groups, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
@@ -20,7 +25,7 @@ class SepBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
         super().__init__()
-        self.dw = conv_bn(c_in, c_in, 3, stride, groups=c_in)
+        self.dw = conv_bn(c_in, c_in, 4 if stride == 2 else 3, stride, groups=c_in)
         self.pw = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
         self.residual = stride == 1 and c_in == c_out
 
@@ -41,8 +46,8 @@ class FootNet(nn.Module):
     def __init__(self, width: int = 1):
         super().__init__()
         c1, c2, c3, c4 = 16 * width, 32 * width, 64 * width, 96 * width
-        self.stem = conv_bn(3, c1, 3, 2)  # /2
-        self.s2 = nn.Sequential(conv_bn(c1, c2, 3, 2), SepBlock(c2, c2))  # /4
+        self.stem = conv_bn(3, c1, 4, 2)  # /2
+        self.s2 = nn.Sequential(conv_bn(c1, c2, 4, 2), SepBlock(c2, c2))  # /4
         self.s3 = nn.Sequential(SepBlock(c2, c3, 2), SepBlock(c3, c3), SepBlock(c3, c3))  # /8
         self.s4 = nn.Sequential(SepBlock(c3, c4, 2), SepBlock(c4, c4), SepBlock(c4, c4))  # /16
         self.lat4 = conv_bn(c4, c2, 1)
