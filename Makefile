@@ -66,6 +66,7 @@ train-model: $(STAMP)
 	$(PY) -m training.data --out $(TRAIN_DATA) --clips 400
 	$(PY) -m training.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS)
 	$(PY) -m training.export --data-meta $(TRAIN_DATA)/meta.json
+	$(PY) -m training.evaluate --sweep --write
 	$(PY) -m training.evaluate --write
 
 clean:

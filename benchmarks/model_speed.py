@@ -1,7 +1,9 @@
-"""CPU speed of a heat-map model at its own input size: batch 8 against batch 1, one run.
+"""CPU speed of a heat-map model at its own input size, batch 8 against batch 1, in one run.
 
-Prints frames/s for both, their ratio, and the margin over the rate the engine needs for its
-real-time-factor goal (4x on 25 fps video sampled at 5 fps = 20 model frames/s).
+Measures the engine's own ONNX Runtime session (`inference.create_session`) and a one-thread
+session on the same input, and prints frames/s, the batch-8/batch-1 ratio and the margin over
+the rate the engine needs for its goal (real-time factor 4 on 25 fps video sampled at 5 fps:
+20 model frames/s), with the load average before and after.
 
     .venv/bin/python benchmarks/model_speed.py [--model gpu_analysis/models/builtin.onnx]
 """
@@ -39,31 +41,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=REPO / "gpu_analysis/models/builtin.onnx")
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
+    # The engine's own session (its threading and spinning settings), and a one-thread one.
+    from gpu_analysis.inference import create_session
+
+    engine_session, provider = create_session(args.model, "cpu")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    session = ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"])
-    _, _, h, w = session.get_inputs()[0].shape
-    batch1 = frames_per_s(session, (1, 3, h, w), args.seconds)
-    batch8 = frames_per_s(session, (8, 3, h, w), args.seconds)
-    print(
-        json.dumps(
-            {
-                "model": args.model.name,
-                "input_wh": [w, h],
-                "threads": args.threads,
-                "cpus": os.cpu_count(),
-                "frames_per_s_batch1": round(batch1, 1),
-                "frames_per_s_batch8": round(batch8, 1),
-                "batch8_over_batch1": round(batch8 / batch1, 2),
-                "needed_frames_per_s": NEEDED_FRAMES_PER_S,
-                "batch8_over_needed": round(batch8 / NEEDED_FRAMES_PER_S, 2),
-                "load_average_1min": round(os.getloadavg()[0], 2),
-            }
-        )
-    )
+    options.intra_op_num_threads = 1
+    single = ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"])
+    _, _, h, w = engine_session.get_inputs()[0].shape
+    load_before = os.getloadavg()[0]
+    result = {"model": args.model.name, "input_wh": [w, h], "provider": provider}
+    for label, session in (("engine_session", engine_session), ("one_thread", single)):
+        batch1 = frames_per_s(session, (1, 3, h, w), args.seconds)
+        batch8 = frames_per_s(session, (8, 3, h, w), args.seconds)
+        result[label] = {
+            "frames_per_s_batch1": round(batch1, 1),
+            "frames_per_s_batch8": round(batch8, 1),
+            "batch8_over_batch1": round(batch8 / batch1, 2),
+            "batch8_over_needed": round(batch8 / NEEDED_FRAMES_PER_S, 2),
+        }
+    result["needed_frames_per_s"] = NEEDED_FRAMES_PER_S
+    result["cpus"] = os.cpu_count()
+    result["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

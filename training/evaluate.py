@@ -165,15 +165,16 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="record into the model's .json")
     parser.add_argument("--sweep", action="store_true", help="threshold sweep on validation")
     args = parser.parse_args()
-    if args.sweep:
-        print(json.dumps(sweep_threshold(args.model), indent=2))
-        return
-    result = evaluate(args.model)
+    key, result = (
+        ("threshold_sweep", sweep_threshold(args.model))
+        if args.sweep
+        else ("evaluation", evaluate(args.model))
+    )
     print(json.dumps(result, indent=2))
     if args.write:
         card_path = args.model.with_suffix(".json")
         card = json.loads(card_path.read_text()) if card_path.exists() else {}
-        card["evaluation"] = result
+        card[key] = result
         card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
