@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gpu_analysis.synthetic import ClipTruth, generate_match_clip
+from gpu_analysis.synthetic import ClipTruth, ffmpeg_exe, generate_match_clip
 from tests.conftest import REPO_ROOT, subprocess_env
 
 
@@ -51,7 +51,7 @@ def test_mp4_is_h264_yuv420p_with_index_in_front(tactical_clip):
     data = out.read_bytes()
     assert data.find(b"moov") < data.find(b"mdat"), "+faststart puts the index first"
     probe = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-i", str(out)], capture_output=True, text=True
+        [ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True
     ).stderr
     assert "h264" in probe and "yuv420p" in probe
 
