@@ -1,7 +1,7 @@
 """Rendering the training set: randomized matches, encoded to H.264 and decoded back,
 letterboxed exactly as the engine does, with foot points in model-input pixels.
 
-    python -m training.data --out /tmp/footnet-data --clips 360
+    python -m training.data --out /tmp/footnet-data --clips 400
 
 No torch here: the set is plain numpy on disk (a memory-mapped uint8 image array plus the
 labels), so rendering can run while something else trains.
@@ -164,7 +164,7 @@ def build_dataset(out_dir: Path, clips: int, first_seed: int, processes: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/footnet-data"))
-    parser.add_argument("--clips", type=int, default=360)
+    parser.add_argument("--clips", type=int, default=400)
     parser.add_argument("--first-seed", type=int, default=100_000)
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
