@@ -240,6 +240,12 @@ class OnnxDetector:
         self.name = "builtin" if str(model) == "builtin" else self.model_path.name
         self.session, self.execution_provider = create_session(self.model_path, device, threads)
         self.input_wh, self.fixed_batch = _input_wh(self.session, self.model_path)
+        # How many frames go into one session.run. On CPU one at a time: footnet-v1 ran at
+        # 13-15 ms a frame alone against 18-29 ms in batches of 8 (its activations stay in
+        # cache); a GPU gets the whole batch. A fixed-batch model gets its batch size.
+        self.run_batch = self.fixed_batch or (
+            1 if self.execution_provider == "CPUExecutionProvider" else None
+        )
         self.input_name = self.session.get_inputs()[0].name
         outputs = self.session.get_outputs()
         shape = list(outputs[0].shape)
@@ -277,7 +283,7 @@ class OnnxDetector:
 
     def _run(self, tensor: np.ndarray) -> np.ndarray:
         n = tensor.shape[0]
-        chunk = self.fixed_batch or n
+        chunk = self.run_batch or n
         outs = []
         for start in range(0, n, chunk):
             part = tensor[start : start + chunk]
