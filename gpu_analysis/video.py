@@ -84,9 +84,10 @@ def _codec_name(fourcc: float) -> str:
     return _CODEC_NAMES.get(text, text or "unknown")
 
 
-def _open(path: Path) -> cv2.VideoCapture:
-    # Let FFmpeg pick its decoder thread count (one per core); measured faster than 1 thread.
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+def _open(path: Path, threads: int | None = None) -> cv2.VideoCapture:
+    # None lets FFmpeg pick its decoder thread count (one per core).
+    params = [] if threads is None else [cv2.CAP_PROP_N_THREADS, threads]
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
         raise UserError(
@@ -149,7 +150,10 @@ def sample_indices(fps: float, sample_fps: float) -> Iterator[int]:
 
 
 def iter_sampled_frames(
-    facts: VideoFacts, sample_fps: float, stats: DecodeStats | None = None
+    facts: VideoFacts,
+    sample_fps: float,
+    stats: DecodeStats | None = None,
+    decoder_threads: int | None = None,
 ) -> Iterator[SampledFrame]:
     """Decode `facts.path` once, front to back, yielding the frames picked by `sample_indices`.
 
@@ -162,7 +166,7 @@ def iter_sampled_frames(
     stats = stats if stats is not None else DecodeStats()
     wanted = sample_indices(facts.fps, sample_fps)
     next_index = next(wanted)
-    cap = _open(Path(facts.path))
+    cap = _open(Path(facts.path), decoder_threads)
     index = -1
     first_pts_ms: float | None = None
     try:
