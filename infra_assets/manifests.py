@@ -230,6 +230,7 @@ def network_policies(spec: ClusterSpec, unit: str) -> list[dict[str, Any]]:
             {"endpointSelector": governed, "egress": [{"toEntities": ["kube-apiserver"]}]},
         ),
     ]
+    agent_port = {"port": str(cilium.pod_identity_agent_port), "protocol": "TCP"}
     for namespace in cilium.workload_namespaces:
         in_namespace = {"matchLabels": {"k8s:io.kubernetes.pod.namespace": namespace}}
         policies.append(
@@ -260,6 +261,26 @@ def network_policies(spec: ClusterSpec, unit: str) -> list[dict[str, Any]]:
                             ],
                             "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}],
                         }
+                    ],
+                },
+            )
+        )
+        policies.append(
+            _policy(
+                spec,
+                unit,
+                f"allow-pod-identity-agent-{namespace}",
+                f"Pods in {namespace} may fetch their AWS credentials from the Pod Identity agent.",
+                {
+                    "endpointSelector": in_namespace,
+                    # The agent's addresses belong to the node, which Cilium labels `host`:
+                    # a CIDR rule alone would not match them.
+                    "egress": [
+                        {
+                            "toCIDR": [*cilium.pod_identity_agent_cidrs],
+                            "toPorts": [{"ports": [agent_port]}],
+                        },
+                        {"toEntities": ["host"], "toPorts": [{"ports": [agent_port]}]},
                     ],
                 },
             )

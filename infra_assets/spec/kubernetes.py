@@ -50,6 +50,10 @@ class CiliumSpec:
         "*.*.amazonaws.com",
         "*.*.*.amazonaws.com",
     )
+    # The EKS Pod Identity agent: a hostNetwork DaemonSet on these link-local addresses. Pods
+    # get their AWS credentials (no static keys) from it, so default-deny must let them reach it.
+    pod_identity_agent_cidrs: tuple[str, ...] = ("169.254.170.23/32", "fd00:ec2::23/128")
+    pod_identity_agent_port: int = 80
 
     def helm_values(self, cluster_name: str) -> dict:
         return {

@@ -241,6 +241,11 @@ def test_cilium_values_and_default_deny_policies():
         {"toEntities": ["kube-apiserver"]}
     ]
     assert "gpu-analysis-allow-intra-namespace-gpu-analysis" in policies
+    # Without this the step pods get no AWS credentials (EKS Pod Identity) under default-deny.
+    agent = policies["gpu-analysis-allow-pod-identity-agent-gpu-analysis"]["egress"]
+    assert agent[0]["toCIDR"] == ["169.254.170.23/32", "fd00:ec2::23/128"]
+    assert agent[1]["toEntities"] == ["host"]
+    assert all(rule["toPorts"][0]["ports"] == [{"port": "80", "protocol": "TCP"}] for rule in agent)
 
 
 def test_karpenter_values_two_replicas_pdb_and_the_interruption_queue():
