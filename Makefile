@@ -35,6 +35,7 @@ demo: profile-check $(STAMP) $(INSTANCE)
 # (LOCAL_KUBECONFIG=<file> gives them one): never your current kubectl context by accident.
 LOCAL_AWS_PORT ?= 5050
 dev: profile-check $(STAMP) $(INSTANCE)
+	$(PY) -m video_assets.pools
 	@if [ "$${GPU_ANALYSIS_PROFILE:-local}" = local ] && [ -z "$${AWS_ENDPOINT_URL:-}" ]; then \
 	  $(PY) -m infra_assets.local_aws -H 127.0.0.1 -p $(LOCAL_AWS_PORT) & local_aws=$$!; \
 	  trap 'kill $$local_aws 2>/dev/null' EXIT INT TERM; \
