@@ -122,7 +122,7 @@ class _LocalVideo:
         suffix = Path(self.uri).suffix or ".mp4"
         fd, self._tmp = tempfile.mkstemp(suffix=suffix)
         os.close(fd)
-        storage.download(self.uri, self._tmp)
+        storage.fetch(self.uri, Path(self._tmp))
         return Path(self._tmp)
 
     def __exit__(self, *exc) -> None:

@@ -1,12 +1,20 @@
-"""Read and write files by URI, a local path or s3://bucket/key, with atomic local writes."""
+"""Files and prefixes by URI, a local path or s3://bucket/key: read, write, list, fetch, move.
+
+Writes are atomic: a reader sees the old content or the whole new one, never a part.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import io
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,34 +28,44 @@ def is_s3(uri: str | os.PathLike) -> bool:
     return str(uri).startswith("s3://")
 
 
-def join(uri: str | os.PathLike, name: str) -> str:
-    """`uri`/`name` for either kind of location."""
+def join(uri: str | os.PathLike, *names: str) -> str:
+    """`uri`/`name`/... for either kind of location."""
     base = str(uri)
     if is_s3(base):
-        return base.rstrip("/") + "/" + name
-    return str(Path(base) / name)
+        return "/".join([base.rstrip("/"), *names])
+    return str(Path(base, *names))
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    rest = uri[len("s3://") :]
-    bucket, _, key = rest.partition("/")
+def split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket:
         raise UserError(f"{uri}: an s3 URI needs a bucket, like s3://bucket/prefix")
     return bucket, key
 
 
-def _s3_client():
+def s3_client() -> Any:
+    """One client per endpoint and region for the process: creating one costs ~50 ms."""
+    # The standard boto3 chain: Pod Identity on the cluster, AWS_ENDPOINT_URL for a moto server.
+    env = os.environ
+    return _cached_s3_client(
+        env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+        env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        env.get("AWS_PROFILE"),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_s3_client(endpoint: str | None, region: str | None, profile: str | None) -> Any:
     import boto3
 
-    # Standard boto3 configuration, AWS_ENDPOINT_URL included (moto server in tests).
-    return boto3.client("s3")
+    return boto3.session.Session().client("s3")
 
 
-def read_bytes(uri: str | os.PathLike) -> bytes:
+def read_bytes(uri: str | os.PathLike, *, client: Any = None) -> bytes:
     uri = str(uri)
     if is_s3(uri):
-        bucket, key = _split_s3(uri)
-        client = _s3_client()
+        bucket, key = split_s3(uri)
+        client = client or s3_client()
         try:
             return client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except client.exceptions.NoSuchKey:
@@ -58,25 +76,13 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
     return path.read_bytes()
 
 
-def download(uri: str, path: str | os.PathLike) -> None:
-    """Copy an s3:// object to a local file in parts: a match video never sits in memory."""
-    bucket, key = _split_s3(uri)
-    client = _s3_client()
-    try:
-        client.download_file(bucket, key, str(path))
-    except client.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-            raise UserError(f"{uri}: no such object") from None
-        raise
-
-
-def write_bytes(uri: str | os.PathLike, payload: bytes) -> None:
+def write_bytes(uri: str | os.PathLike, payload: bytes, *, client: Any = None) -> None:
     """Write atomically: readers see the old file or the whole new one, never a partial one."""
     uri = str(uri)
     if is_s3(uri):
-        bucket, key = _split_s3(uri)
+        bucket, key = split_s3(uri)
         # A single PUT is atomic on S3: the object appears whole or not at all.
-        _s3_client().put_object(Bucket=bucket, Key=key, Body=payload)
+        (client or s3_client()).put_object(Bucket=bucket, Key=key, Body=payload)
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +99,8 @@ def write_bytes(uri: str | os.PathLike, payload: bytes) -> None:
 def exists(uri: str | os.PathLike) -> bool:
     uri = str(uri)
     if is_s3(uri):
-        bucket, key = _split_s3(uri)
-        resp = _s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        bucket, key = split_s3(uri)
+        resp = s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
         return any(obj["Key"] == key for obj in resp.get("Contents", []))
     return Path(uri).exists()
 
@@ -121,3 +127,141 @@ def npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredObject:
+    """One file under a listed prefix; `version` changes whenever its content may have."""
+
+    uri: str
+    name: str  # relative to the listed prefix, "/"-separated
+    size_bytes: int
+    version: str  # the S3 ETag, or size and mtime in nanoseconds for a local file
+
+
+def _prefix_key(uri: str) -> tuple[str, str]:
+    bucket, key = split_s3(uri)
+    return bucket, (key.rstrip("/") + "/") if key else ""
+
+
+def list_objects(prefix_uri: str, *, client: Any = None) -> list[StoredObject]:
+    """Every file under `prefix_uri` (recursively), sorted by name; none if it does not exist."""
+    if is_s3(prefix_uri):
+        client = client or s3_client()
+        bucket, prefix = _prefix_key(prefix_uri)
+        found = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                found.append(
+                    StoredObject(
+                        uri=f"s3://{bucket}/{item['Key']}",
+                        name=item["Key"][len(prefix) :],
+                        size_bytes=item["Size"],
+                        version=item["ETag"].strip('"'),
+                    )
+                )
+        return sorted(found, key=lambda o: o.name)
+    root = Path(prefix_uri)
+    found = []
+    for dirpath, _dirs, files in os.walk(root):
+        for file_name in files:
+            path = Path(dirpath, file_name)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # removed between the walk and the stat
+                continue
+            found.append(
+                StoredObject(
+                    uri=str(path),
+                    name=path.relative_to(root).as_posix(),
+                    size_bytes=stat.st_size,
+                    version=f"{stat.st_size}-{stat.st_mtime_ns}",
+                )
+            )
+    return sorted(found, key=lambda o: o.name)
+
+
+def fetch(uri: str, local_path: Path, *, client: Any = None) -> Path:
+    """A local copy of `uri` at `local_path` (written whole, then renamed into place)."""
+    local_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = local_path.with_name(local_path.name + ".partial")
+    if is_s3(uri):
+        client = client or s3_client()
+        bucket, key = split_s3(uri)
+        try:
+            client.download_file(bucket, key, str(partial))
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise UserError(f"{uri}: no such object") from None
+            raise
+    else:
+        if not Path(uri).is_file():
+            raise UserError(f"{uri}: no such file")
+        shutil.copyfile(uri, partial)
+    os.replace(partial, local_path)
+    return local_path
+
+
+def put_file(local_path: Path, uri: str, *, client: Any = None) -> None:
+    """Store one file; readers see the old content or the whole new one, never a part."""
+    if is_s3(uri):
+        client = client or s3_client()
+        bucket, key = split_s3(uri)
+        client.upload_file(str(local_path), bucket, key)
+        return
+    target = Path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copyfile(local_path, partial)
+    os.replace(partial, target)
+
+
+def remove_prefix(prefix_uri: str, *, client: Any = None) -> None:
+    if is_s3(prefix_uri):
+        client = client or s3_client()
+        bucket, _ = split_s3(prefix_uri)
+        keys = [split_s3(o.uri)[1] for o in list_objects(prefix_uri, client=client)]
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        return
+    shutil.rmtree(prefix_uri, ignore_errors=True)
+
+
+def remove_file(uri: str, *, client: Any = None) -> None:
+    if is_s3(uri):
+        client = client or s3_client()
+        bucket, key = split_s3(uri)
+        client.delete_object(Bucket=bucket, Key=key)
+        return
+    Path(uri).unlink(missing_ok=True)
+
+
+def replace_prefix(source_uri: str, target_uri: str, *, client: Any = None) -> None:
+    """Put everything under `source_uri` in place of `target_uri`, then drop the source.
+
+    Steps write into a scratch prefix and call this last, so a killed attempt leaves at most
+    a scratch prefix that the next attempt clears; the target only ever holds a finished set.
+    """
+    if is_s3(source_uri) != is_s3(target_uri):
+        raise ValueError(f"cannot move {source_uri} to {target_uri}: different kinds of storage")
+    if not is_s3(source_uri):
+        remove_prefix(target_uri)
+        Path(target_uri).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source_uri, target_uri)
+        return
+    client = client or s3_client()
+    remove_prefix(target_uri, client=client)
+    target_bucket, target_key = _prefix_key(target_uri)
+    for item in list_objects(source_uri, client=client):
+        bucket, key = split_s3(item.uri)
+        client.copy({"Bucket": bucket, "Key": key}, target_bucket, target_key + item.name)
+    remove_prefix(source_uri, client=client)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -14,9 +14,9 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from gpu_analysis import storage as stored
 from gpu_analysis.errors import UserError
 from gpu_analysis.profile import Profile
-from gpu_analysis.workers import objects
 from video_assets.partitions import matches
 from video_assets.resources import AnalysisSettings, GpuWorkers, MatchStorage
 
@@ -62,8 +62,8 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
             resolve_model(settings.model)
         except UserError as exc:
             raise _user_failure(exc) from None
-        sha256 = objects.sha256_file(Path(video_path))
-        if objects.is_s3(video_uri):
+        sha256 = stored.sha256_file(Path(video_path))
+        if stored.is_s3(video_uri):
             Path(video_path).unlink()  # the workers read the video from S3 themselves
         record = {
             "match_id": match_id,
@@ -174,10 +174,10 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
             raise _user_failure(exc) from None
         preview = _inline_png(out_dir / "temperature_map.png")
         maps_uri = storage.work_uri(match_id, "maps")
-        if objects.is_s3(maps_uri):
+        if stored.is_s3(maps_uri):
             storage.remove(maps_uri)
             for path in sorted(out_dir.iterdir()):
-                storage.put_file(path, objects.join(maps_uri, path.name))
+                storage.put_file(path, stored.join(maps_uri, path.name))
             shutil.rmtree(out_dir)
         else:
             storage.replace(str(out_dir), maps_uri)
@@ -216,12 +216,12 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
         files = []
         for item in staged:
             local = storage.local_path(item.uri, storage.scratch(match_id, "delivery", item.name))
-            storage.put_file(local, objects.join(target_uri, item.name))
+            storage.put_file(local, stored.join(target_uri, item.name))
             files.append(
                 {
                     "name": item.name,
                     "size_bytes": item.size_bytes,
-                    "sha256": objects.sha256_file(local),
+                    "sha256": stored.sha256_file(local),
                 }
             )
         shutil.rmtree(storage.scratch(match_id, "delivery"), ignore_errors=True)

@@ -16,8 +16,8 @@ from dagster import AssetExecutionContext
 from dagster._core.errors import DagsterPipesExecutionError  # not exported by `dagster`
 from dagster_aws.s3 import S3Resource
 
+from gpu_analysis import storage
 from gpu_analysis.profile import Profile
-from gpu_analysis.workers import objects
 from gpu_analysis.workers.reporting import ERROR_FILE_ENV
 from video_assets.pod_specs import STEPS, Step, StepPod, step_pod
 
@@ -64,61 +64,61 @@ class MatchStorage(dg.ConfigurableResource):
     s3: S3Resource
 
     def _client(self) -> Any:
-        if not objects.is_s3(self.root_uri):
+        if not storage.is_s3(self.root_uri):
             return None
         return _shared_s3_client(self.s3)
 
     @property
     def incoming_uri(self) -> str:
-        return objects.join(self.root_uri, "incoming")
+        return storage.join(self.root_uri, "incoming")
 
     def video_uri(self, match_id: str) -> str:
-        return objects.join(self.incoming_uri, match_id + VIDEO_SUFFIX)
+        return storage.join(self.incoming_uri, match_id + VIDEO_SUFFIX)
 
     def calibration_uri(self, match_id: str) -> str:
-        return objects.join(self.incoming_uri, match_id + CALIBRATION_SUFFIX)
+        return storage.join(self.incoming_uri, match_id + CALIBRATION_SUFFIX)
 
     def work_uri(self, match_id: str, *names: str) -> str:
-        return objects.join(self.root_uri, "work", match_id, *names)
+        return storage.join(self.root_uri, "work", match_id, *names)
 
     def delivery_uri(self, match_id: str, *names: str) -> str:
-        return objects.join(self.root_uri, "results", match_id, *names)
+        return storage.join(self.root_uri, "results", match_id, *names)
 
     def scratch(self, match_id: str, *names: str) -> Path:
         return Path(self.scratch_dir, match_id, *names)
 
-    def list(self, prefix_uri: str) -> list[objects.StoredObject]:
-        return objects.list_objects(prefix_uri, client=self._client())
+    def list(self, prefix_uri: str) -> list[storage.StoredObject]:
+        return storage.list_objects(prefix_uri, client=self._client())
 
-    def list_incoming(self) -> list[objects.StoredObject]:
+    def list_incoming(self) -> list[storage.StoredObject]:
         return self.list(self.incoming_uri)
 
     def local_path(self, uri: str, scratch_path: Path) -> Path:
         """`uri` as a local file: itself when local, else a copy in scratch."""
-        if not objects.is_s3(uri):
+        if not storage.is_s3(uri):
             return Path(uri)
-        return objects.fetch(uri, scratch_path, client=self._client())
+        return storage.fetch(uri, scratch_path, client=self._client())
 
     def put_file(self, local_path: Path, uri: str) -> None:
-        objects.put_file(local_path, uri, client=self._client())
+        storage.put_file(local_path, uri, client=self._client())
 
     def put_bytes(self, payload: bytes, uri: str) -> None:
-        objects.put_bytes(payload, uri, client=self._client())
+        storage.write_bytes(uri, payload, client=self._client())
 
     def read_json(self, uri: str) -> Any:
-        return json.loads(objects.read_bytes(uri, client=self._client()))
+        return json.loads(storage.read_bytes(uri, client=self._client()))
 
     def write_json(self, value: Any, uri: str) -> None:
         self.put_bytes(json.dumps(value, indent=2, sort_keys=True).encode(), uri)
 
     def remove(self, prefix_uri: str) -> None:
-        objects.remove_prefix(prefix_uri, client=self._client())
+        storage.remove_prefix(prefix_uri, client=self._client())
 
     def remove_file(self, uri: str) -> None:
-        objects.remove_file(uri, client=self._client())
+        storage.remove_file(uri, client=self._client())
 
     def replace(self, source_uri: str, target_uri: str) -> None:
-        objects.replace_prefix(source_uri, target_uri, client=self._client())
+        storage.replace_prefix(source_uri, target_uri, client=self._client())
 
 
 class AnalysisSettings(dg.ConfigurableResource):

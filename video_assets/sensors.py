@@ -13,7 +13,7 @@ import json
 import dagster as dg
 from dagster import SensorEvaluationContext
 
-from gpu_analysis.workers.objects import StoredObject
+from gpu_analysis.storage import StoredObject
 from video_assets.partitions import is_valid_match_id, matches
 from video_assets.resources import CALIBRATION_SUFFIX, VIDEO_SUFFIX, MatchStorage
 

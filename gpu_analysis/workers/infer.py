@@ -6,7 +6,7 @@ import sys
 
 from dagster_pipes import PipesContext
 
-from gpu_analysis.workers import objects
+from gpu_analysis import storage
 from gpu_analysis.workers.reporting import (
     local_input,
     plain_metadata,
@@ -22,7 +22,7 @@ def infer(pipes: PipesContext) -> None:
     extras = pipes.extras
     detections_uri = extras["detections_uri"]
     partial_uri = scratch_prefix(detections_uri)
-    objects.remove_prefix(partial_uri)
+    storage.remove_prefix(partial_uri)
     summary = steps.infer(
         extras["shards_uri"],
         partial_uri,
@@ -31,7 +31,7 @@ def infer(pipes: PipesContext) -> None:
         calibration_path=local_input(extras.get("calibration_uri")),
         progress=progress_reporter(pipes, "infer"),
     )
-    objects.replace_prefix(partial_uri, detections_uri)
+    storage.replace_prefix(partial_uri, detections_uri)
     facts = summary.as_dict()
     model = facts.get("model") or {}
     metadata = {

@@ -6,7 +6,7 @@ import sys
 
 from dagster_pipes import PipesContext
 
-from gpu_analysis.workers import objects
+from gpu_analysis import storage
 from gpu_analysis.workers.reporting import (
     plain_metadata,
     progress_reporter,
@@ -22,7 +22,7 @@ def preprocess(pipes: PipesContext) -> None:
     shards_uri = extras["shards_uri"]
     partial_uri = scratch_prefix(shards_uri)
     # A killed attempt may have left part of its shards here; start from nothing.
-    objects.remove_prefix(partial_uri)
+    storage.remove_prefix(partial_uri)
     summary = steps.preprocess(
         extras["video_uri"],
         partial_uri,
@@ -31,7 +31,7 @@ def preprocess(pipes: PipesContext) -> None:
         batch_size=int(extras["batch_size"]),
         progress=progress_reporter(pipes, "preprocess"),
     )
-    objects.replace_prefix(partial_uri, shards_uri)
+    storage.replace_prefix(partial_uri, shards_uri)
     facts = summary.as_dict()
     decode_s = float(facts.get("decode_s") or 0.0)
     sampled = int(facts.get("sampled_frames", 0))

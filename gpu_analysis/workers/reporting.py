@@ -13,8 +13,8 @@ from typing import Any
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
+from gpu_analysis import storage
 from gpu_analysis.errors import UserError
-from gpu_analysis.workers import objects
 
 # Bad input (UserError) ends a worker with this status and one `error:` line in the error file,
 # so the orchestrator fails the step at once instead of retrying it.
@@ -77,10 +77,10 @@ def _kill_marker(step: str) -> Path | None:
 
 def local_input(uri: str | None) -> str | None:
     """A local path for a small input (calibration) that the engine reads from disk."""
-    if uri is None or not objects.is_s3(uri):
+    if uri is None or not storage.is_s3(uri):
         return uri
     scratch = Path(tempfile.mkdtemp(prefix="gpu-analysis-input-"))
-    return str(objects.fetch(uri, scratch / Path(objects.split_s3(uri)[1]).name))
+    return str(storage.fetch(uri, scratch / Path(storage.split_s3(uri)[1]).name))
 
 
 def scratch_prefix(target_uri: str) -> str:
