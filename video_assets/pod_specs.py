@@ -65,14 +65,12 @@ def _role(profile: Profile, step: Step) -> str:
 def nodepools_for(profile: Profile, step: Step) -> tuple[list[str], bool]:
     """The Karpenter NodePools serving a step's role, and whether they split on capacity-spread.
 
-    The infrastructure spec knows how a role is split into spot and on-demand pools; without it
-    the role's name is its only pool.
+    The infrastructure spec knows how a role is split into spot and on-demand pools; a role it
+    does not declare (a profile naming another cluster's pool) is its own only pool.
     """
+    from infra_assets.spec.kubernetes import default_nodepools, nodepool_names
+
     role = _role(profile, step)
-    try:
-        from infra_assets.spec.kubernetes import default_nodepools, nodepool_names
-    except ImportError:
-        return [role], False
     pools = [p for p in default_nodepools() if p.role == role]
     if not pools:
         return [role], False
