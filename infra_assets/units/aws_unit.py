@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 from infra_assets.aws_access import RESOURCE_TAG, AwsClients
@@ -22,7 +23,7 @@ class UpstreamMissing(RuntimeError):
     """A unit depends on a resource of an earlier unit that does not exist yet."""
 
 
-class AwsUnit:
+class AwsUnit(abc.ABC):
     """Base of the AWS units: subclasses implement `plan()`, `_execute(change)`, `destroy()`."""
 
     name: ClassVar[str]
@@ -34,18 +35,25 @@ class AwsUnit:
         self.aws = AwsClients(ctx)
 
     # What subclasses provide.
-    def plan(self) -> Plan:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def plan(self) -> Plan: ...
 
-    def _execute(self, change: Change) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _execute(self, change: Change) -> None: ...
 
     def outputs(self) -> dict[str, str]:
         return {}
 
+    # Hooks for a unit that keeps one observation for the whole apply (the VPC).
+    def _plan_for_apply(self) -> Plan:
+        return self.plan()
+
+    def _outputs_after_apply(self) -> dict[str, str]:
+        return self.outputs()
+
     # Shared behaviour.
     def apply(self) -> ApplyResult:
-        plan = self.plan()
+        plan = self._plan_for_apply()
         if plan.conflicts:
             raise PlanConflict(
                 f"{self.name}: refusing to apply, resources not owned by stack {self.stack!r} "
@@ -54,7 +62,7 @@ class AwsUnit:
         for change in plan.pending:
             self.log(f"{self.name}: {change}")
             self._execute(change)
-        return ApplyResult(plan, self.outputs())
+        return ApplyResult(plan, self._outputs_after_apply())
 
     def log(self, message: str) -> None:
         if self.ctx.log is not None:

@@ -19,7 +19,6 @@ from infra_assets.aws_access import (
 )
 from infra_assets.plan import Change, Plan
 from infra_assets.spec.aws import SubnetSpec
-from infra_assets.unit import ApplyResult
 from infra_assets.units.aws_unit import AwsUnit, NeedsReplacement, PlanConflict, diffs_of
 
 INTERNET = "0.0.0.0/0"
@@ -364,20 +363,14 @@ class VpcUnit(AwsUnit):
 
     # --- apply ------------------------------------------------------------------------------
 
-    def apply(self) -> ApplyResult:
-        # One observation: the plan is computed from it and the ids it holds are kept up to
-        # date as resources are created, so the outputs need no second look.
+    # One observation per apply: the plan is computed from it and the ids it holds are kept up
+    # to date as resources are created, so the outputs need no second look.
+    def _plan_for_apply(self) -> Plan:
         self._state = self.observe()
-        plan = self._plan(self._state)
-        if plan.conflicts:
-            raise PlanConflict(
-                f"{self.name}: refusing to apply, resources not owned by stack {self.stack!r} "
-                f"are in the way: {'; '.join(plan.conflicts)}"
-            )
-        for change in plan.pending:
-            self.log(f"{self.name}: {change}")
-            self._execute(change)
-        return ApplyResult(plan, self._outputs(self._state))
+        return self._plan(self._state)
+
+    def _outputs_after_apply(self) -> dict[str, str]:
+        return self._outputs(self._state)
 
     def _execute(self, change: Change) -> None:
         ec2 = self.aws.ec2
