@@ -58,15 +58,24 @@ test: lint
 	$(PY) -m pytest
 
 # The built-in model, from scratch on the CPU: render a randomized training set to /tmp, train
-# (fixed seeds, a fixed number of steps), export gpu_analysis/models/builtin.onnx and record its
-# held-out evaluation beside it. Needs the `train` extra (torch); see docs/model.md.
+# (fixed seeds, a fixed number of steps), then render the fine-tune set (crowded scenes from
+# low side cameras, pitch-marking hard negatives) and fine-tune from those weights at a low
+# learning rate, export gpu_analysis/models/builtin.onnx and record its held-out evaluation
+# beside it. Needs the `train` extra (torch); see docs/model.md.
 TRAIN_DATA ?= /tmp/footnet-data
 TRAIN_STEPS ?= 3500
+FINETUNE_DATA ?= /tmp/footnet-ft
+FINETUNE_STEPS ?= 1200
 train-model: $(STAMP)
 	@$(PY) -c 'import torch, onnx' 2>/dev/null || $(PY) -m pip install -q -e '.[train]'
 	$(PY) -m training.data --out $(TRAIN_DATA) --clips 400
 	$(PY) -m training.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS)
-	$(PY) -m training.export --data-meta $(TRAIN_DATA)/meta.json
+	$(PY) -m training.data --stage finetune --out $(FINETUNE_DATA) --clips 150 --first-seed 200000
+	$(PY) -m training.train --data $(FINETUNE_DATA) --init /tmp/footnet.pt --steps $(FINETUNE_STEPS) \
+		--lr 3e-4 --warmup 50 --hard-negatives 0.25 --seed 1 \
+		--checkpoint /tmp/footnet-ft.pt --summary /tmp/footnet-ft-train.json
+	$(PY) -m training.export --checkpoint /tmp/footnet-ft.pt --data-meta $(TRAIN_DATA)/meta.json \
+		--finetune-summary /tmp/footnet-ft-train.json --finetune-data-meta $(FINETUNE_DATA)/meta.json
 	$(PY) -m training.evaluate --sweep --write
 	$(PY) -m training.evaluate --write
 

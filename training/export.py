@@ -1,6 +1,8 @@
 """Exporting a trained FootNet checkpoint as the shipped ONNX model, with its metadata.
 
 python -m training.export --checkpoint /tmp/footnet.pt --summary /tmp/footnet-train.json
+python -m training.export --checkpoint /tmp/footnet-ft.pt \
+    --finetune-summary /tmp/footnet-ft-train.json --finetune-data-meta /tmp/footnet-ft/meta.json
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/footnet.pt"))
     parser.add_argument("--summary", type=Path, default=Path("/tmp/footnet-train.json"))
     parser.add_argument("--data-meta", type=Path, default=Path("/tmp/footnet-data/meta.json"))
+    parser.add_argument("--finetune-summary", type=Path, default=None)
+    parser.add_argument("--finetune-data-meta", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=MODEL_DIR / "builtin.onnx")
     args = parser.parse_args()
     path = export(args.checkpoint, args.out)
@@ -86,6 +90,14 @@ def main() -> None:
         card["training"] = json.loads(args.summary.read_text())
     if args.data_meta.exists():
         card["data"] = json.loads(args.data_meta.read_text())
+    # The second stage (docs/model.md): fine-tuned from the first run's weights.
+    finetune = {}
+    if args.finetune_summary is not None and args.finetune_summary.exists():
+        finetune["training"] = json.loads(args.finetune_summary.read_text())
+    if args.finetune_data_meta is not None and args.finetune_data_meta.exists():
+        finetune["data"] = json.loads(args.finetune_data_meta.read_text())
+    if finetune:
+        card["finetune"] = finetune
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps({"model": str(path), "bytes": card["bytes"]}))
 

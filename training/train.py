@@ -1,6 +1,12 @@
 """Training FootNet on the rendered set, on the CPU, for a fixed number of steps.
 
     python -m training.train --data /tmp/footnet-data --steps 3500
+    python -m training.train --data /tmp/footnet-ft --init /tmp/footnet.pt --steps 1200 \
+        --lr 3e-4 --warmup 50 --hard-negatives 0.25 --checkpoint /tmp/footnet-ft.pt
+
+The second line is the fine-tune (docs/model.md): from the first run's weights, at a low
+learning rate, on the fine-tune set, a share of its crops centred on pitch-marking junctions
+and arcs (hard negatives: the target there is 0 unless a player stands on them).
 
 Targets: a Gaussian at each foot point on the stride-4 grid, centred at the exact sub-cell
 position (cell coordinate = input px / 4 - 0.5, the engine's convention) so that the peak's
@@ -32,15 +38,23 @@ IGNORE_RADIUS_CELLS = 2.0
 class CropSampler:
     """Random training crops with their heat-map targets and loss weights (numpy)."""
 
-    def __init__(self, data_dir: Path, rng: np.random.Generator):
+    def __init__(self, data_dir: Path, rng: np.random.Generator, hard_negatives: float = 0.0):
         self.images = np.load(data_dir / "images.npy", mmap_mode="r")
         labels = np.load(data_dir / "labels.npz")
+        n = len(self.images)
+        # Pitch-marking points per image (fine-tune sets only): hard-negative crop centres.
+        self.hard_negatives = hard_negatives if "mark_image_id" in labels else 0.0
+        if self.hard_negatives:
+            m_order = np.argsort(labels["mark_image_id"], kind="stable")
+            self.marks = labels["marks_input_px"][m_order]
+            m_ids = labels["mark_image_id"][m_order]
+            self.m_start = np.searchsorted(m_ids, np.arange(n))
+            self.m_stop = np.searchsorted(m_ids, np.arange(n), side="right")
         order = np.argsort(labels["image_id"], kind="stable")
         self.feet = labels["feet_input_px"][order]
         self.height = labels["height_input_px"][order]
         self.target = labels["is_target"][order]
         ids = labels["image_id"][order]
-        n = len(self.images)
         self.start = np.searchsorted(ids, np.arange(n))
         self.stop = np.searchsorted(ids, np.arange(n), side="right")
         self.rng = rng
@@ -61,8 +75,15 @@ class CropSampler:
         for b, k in enumerate(image_ids):
             lo, hi = self.start[k], self.stop[k]
             feet, height, target = self.feet[lo:hi], self.height[lo:hi], self.target[lo:hi]
-            # Mostly crops around a player, sometimes anywhere (stands, empty grass).
-            if target.any() and self.rng.random() < 0.8:
+            # Mostly crops around a player, sometimes anywhere (stands, empty grass); in the
+            # fine-tune a share around a pitch-marking junction or arc.
+            # (No extra random draw without hard negatives: the first run stays reproducible.)
+            hard = self.hard_negatives and self.rng.random() < self.hard_negatives
+            if hard and self.m_stop[k] > self.m_start[k]:
+                mx, my = self.marks[self.rng.integers(self.m_start[k], self.m_stop[k])]
+                x0 = mx - self.rng.uniform(0.15, 0.85) * cw
+                y0 = my - self.rng.uniform(0.15, 0.85) * ch
+            elif target.any() and self.rng.random() < 0.8:
                 fx, fy = feet[self.rng.choice(np.flatnonzero(target))]
                 x0 = fx - self.rng.uniform(0.1, 0.9) * cw
                 y0 = fy - self.rng.uniform(0.1, 0.9) * ch
@@ -117,8 +138,11 @@ def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     torch.set_num_threads(args.threads)
-    sampler = CropSampler(args.data, rng)
-    net = FootNet().to(memory_format=torch.channels_last)  # faster CPU convolutions
+    sampler = CropSampler(args.data, rng, args.hard_negatives)
+    net = FootNet()
+    if args.init is not None:  # fine-tune from earlier weights
+        net.load_state_dict(torch.load(args.init, map_location="cpu"))
+    net = net.to(memory_format=torch.channels_last)  # faster CPU convolutions
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     budget_s = args.minutes * 60
     started = time.perf_counter()
@@ -132,7 +156,8 @@ def train(args: argparse.Namespace) -> dict:
         # Warm-up then cosine decay over the steps: a step count, not the clock, so that the
         # same seed gives the same model on a faster or busier machine.
         frac = step / args.steps
-        lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
+        warm = min(1.0, (step + 1) / args.warmup)
+        lr = args.lr * warm * 0.5 * (1 + math.cos(math.pi * frac))
         for group in opt.param_groups:
             group["lr"] = lr
         ids = rng.integers(0, len(sampler), args.batch)
@@ -172,6 +197,12 @@ def main() -> None:
     # many times slower than one.
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    parser.add_argument("--init", type=Path, default=None, help="weights to fine-tune from")
+    parser.add_argument(
+        "--hard-negatives", type=float, default=0.0,
+        help="share of crops centred on pitch-marking points (sets that record them)",
+    )  # fmt: skip
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/footnet.pt"))
     parser.add_argument("--summary", type=Path, default=Path("/tmp/footnet-train.json"))
     args = parser.parse_args()

@@ -120,8 +120,9 @@ def test_cli_writes_every_contract_output(clip, models, tmp_path: Path) -> None:
 def test_cli_with_the_builtin_model_finds_the_true_maps(clip, tmp_path: Path) -> None:
     """The whole product: the built-in model through the command, against the truth.
 
-    Lower bars than with exact detections: on this clip footnet-v1 takes a corner arc for a
-    player in every frame (0.91 overall, 0.85 for that team when measured).
+    Lower bars than with exact detections. Before its fine-tune on pitch-marking hard negatives
+    footnet-v1 took a corner arc for a player in every frame of this clip (0.91 overall, 0.85
+    for that team); fine-tuned it measures 0.99 overall and 0.98 and 1.00 for the teams.
     """
     out = tmp_path / "out"
     result = run_cli("analyze", clip.video, "--calibration", clip.calibration, "--out", out)
@@ -130,14 +131,14 @@ def test_cli_with_the_builtin_model_finds_the_true_maps(clip, tmp_path: Path) ->
     assert report["model"]["name"] == "builtin" and report["model"]["input_size"] == [768, 432]
     frames = np.arange(0, clip.truth.frame_count, 5)
     overall = np.load(out / "temperature_map.npy")
-    assert _smoothed_correlation(overall, clip.truth.occupancy_map(1.0)) >= 0.9
+    assert _smoothed_correlation(overall, clip.truth.occupancy_map(1.0)) >= 0.95
     team_maps = [np.load(out / f"temperature_map_team_{t}.npy") for t in (0, 1)]
     true_maps = [
         _truth_map(clip.truth, np.flatnonzero(clip.truth.team == t), frames) for t in (0, 1)
     ]
     straight = [_smoothed_correlation(team_maps[i], true_maps[i]) for i in (0, 1)]
     crossed = [_smoothed_correlation(team_maps[i], true_maps[1 - i]) for i in (0, 1)]
-    assert min(max(straight, crossed, key=sum)) >= 0.8, (straight, crossed)
+    assert min(max(straight, crossed, key=sum)) >= 0.9, (straight, crossed)
     # Most visible players are found, few phantoms.
     visible = int(clip.truth.visible[frames].sum())
     assert 0.85 * visible <= report["detections_on_pitch"] <= 1.1 * visible
