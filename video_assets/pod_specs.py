@@ -63,18 +63,65 @@ def _role(profile: Profile, step: Step) -> str:
 
 
 def nodepools_for(profile: Profile, step: Step) -> tuple[list[str], bool]:
-    """The Karpenter NodePools serving a step's role, and whether they split on capacity-spread.
+    """The Karpenter NodePools serving a step's role, and whether they split on capacity-spread."""
+    return _role_pools(_role(profile, step))
 
-    The infrastructure spec knows how a role is split into spot and on-demand pools; a role it
-    does not declare (a profile naming another cluster's pool) is its own only pool.
-    """
+
+def _role_pools(role: str) -> tuple[list[str], bool]:
+    """The infrastructure spec knows how a role is split into spot and on-demand pools; a role it
+    does not declare (a profile naming another cluster's pool) is its own only pool."""
     from infra_assets.spec.kubernetes import default_nodepools, nodepool_names
 
-    role = _role(profile, step)
     pools = [p for p in default_nodepools() if p.role == role]
     if not pools:
         return [role], False
     return nodepool_names(role), any(p.capacity_spread for p in pools)
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": WORKER_UID,
+        "runAsGroup": WORKER_UID,
+        "fsGroup": WORKER_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": WORKER_UID,
+        "runAsGroup": WORKER_UID,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _pinned_to(pools: list[str]) -> dict[str, Any]:
+    """Node affinity: only nodes that Karpenter launched for one of these NodePools."""
+    term = {"matchExpressions": [{"key": NODEPOOL_LABEL, "operator": "In", "values": pools}]}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
+
+
+def _capacity_spread(label: str, value: str) -> list[dict[str, Any]]:
+    # The role's pools carry capacity-spread values in the spot/on-demand ratio; spreading pods
+    # evenly over those values gives the same ratio of spot to on-demand nodes.
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": CAPACITY_SPREAD_LABEL,
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {label: value}},
+        }
+    ]
 
 
 def step_pod(profile: Profile, step: Step) -> StepPod:
@@ -107,16 +154,7 @@ def step_pod(profile: Profile, step: Step) -> StepPod:
                 "nvidia.com/gpu": "1",
             },
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "runAsGroup": WORKER_UID,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _container_security_context(),
         "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
     }
     spec: dict[str, Any] = {
@@ -124,26 +162,8 @@ def step_pod(profile: Profile, step: Step) -> StepPod:
         # Workers never call the Kubernetes API; Pod Identity mounts its own token.
         "automountServiceAccountToken": False,
         "restartPolicy": "Never",  # Dagster's RetryPolicy retries a step, not the kubelet
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "runAsGroup": WORKER_UID,
-            "fsGroup": WORKER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {"key": NODEPOOL_LABEL, "operator": "In", "values": pools}
-                            ]
-                        }
-                    ]
-                }
-            }
-        },
+        "securityContext": _pod_security_context(),
+        "affinity": _pinned_to(pools),
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "containers": [container],
         "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": size.scratch_size}}],
@@ -151,16 +171,7 @@ def step_pod(profile: Profile, step: Step) -> StepPod:
         "terminationGracePeriodSeconds": 30,
     }
     if spread:
-        # The role's pools carry capacity-spread values in the spot/on-demand ratio; spreading
-        # step pods evenly over those values gives the same ratio of spot to on-demand nodes.
-        spec["topologySpreadConstraints"] = [
-            {
-                "maxSkew": 1,
-                "topologyKey": CAPACITY_SPREAD_LABEL,
-                "whenUnsatisfiable": "DoNotSchedule",
-                "labelSelector": {"matchLabels": {STEP_LABEL: step}},
-            }
-        ]
+        spec["topologySpreadConstraints"] = _capacity_spread(STEP_LABEL, step)
     return StepPod(step=step, meta={"namespace": profile.namespace, "labels": labels}, spec=spec)
 
 
@@ -174,48 +185,15 @@ def run_pod_k8s_config(profile: Profile) -> dict[str, Any]:
     It goes on the CPU coordination pools (spread over capacity-spread for their spot/on-demand
     split), non-root with a read-only root filesystem; `/tmp` holds the profile's scratch.
     """
-    role = profile.nodepool_cpu
-    try:
-        from infra_assets.spec.kubernetes import default_nodepools, nodepool_names
-
-        pools = [p for p in default_nodepools() if p.role == role]
-        names = nodepool_names(role) if pools else [role]
-        spread = any(p.capacity_spread for p in pools)
-    except ImportError:
-        names, spread = [role], False
+    names, spread = _role_pools(profile.nodepool_cpu)
     labels = {"app.kubernetes.io/name": "gpu-analysis", COORDINATION_ROLE_LABEL: "run"}
     pod_spec: dict[str, Any] = {
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "runAsGroup": WORKER_UID,
-            "fsGroup": WORKER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {"key": NODEPOOL_LABEL, "operator": "In", "values": names}
-                            ]
-                        }
-                    ]
-                }
-            }
-        },
+        "securityContext": _pod_security_context(),
+        "affinity": _pinned_to(names),
         "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": RUN_SCRATCH_SIZE}}],
     }
     if spread:
-        pod_spec["topologySpreadConstraints"] = [
-            {
-                "maxSkew": 1,
-                "topologyKey": CAPACITY_SPREAD_LABEL,
-                "whenUnsatisfiable": "DoNotSchedule",
-                "labelSelector": {"matchLabels": {COORDINATION_ROLE_LABEL: "run"}},
-            }
-        ]
+        pod_spec["topologySpreadConstraints"] = _capacity_spread(COORDINATION_ROLE_LABEL, "run")
     return {
         "pod_template_spec_metadata": {"labels": labels},
         "pod_spec_config": pod_spec,
@@ -224,13 +202,7 @@ def run_pod_k8s_config(profile: Profile) -> dict[str, Any]:
                 "requests": {"cpu": "1", "memory": "4Gi", "ephemeral-storage": RUN_SCRATCH_SIZE},
                 "limits": {"memory": "4Gi", "ephemeral-storage": RUN_SCRATCH_SIZE},
             },
-            "securityContext": {
-                "runAsNonRoot": True,
-                "readOnlyRootFilesystem": True,
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": _container_security_context(),
             "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
         },
     }
