@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, free_port, subprocess_env
+from tests.conftest import REPO_ROOT, subprocess_env
 from tests.engine import onnx_models
 
 FFMPEG = "/usr/bin/ffmpeg"
@@ -61,17 +60,9 @@ def run_cli(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProc
 
 
 @pytest.fixture(scope="session")
-def moto_s3() -> Iterator[str]:
-    """A moto S3 server over HTTP; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+def moto_s3(local_aws_server) -> str:
+    """The session's moto server (tests.emulators.aws) over HTTP: its endpoint URL."""
+    return local_aws_server.endpoint_url
 
 
 __all__ = ["Clip", "ffmpeg", "run_cli", "sys"]

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from gpu_analysis.profile import load_profile
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT
 
 BUCKET = "test-gpu-analysis-matches"
 
@@ -28,16 +28,9 @@ def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.Dag
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+def moto_endpoint(local_aws_server) -> str:
+    """The session's moto server (tests.emulators.aws) over HTTP: its endpoint URL."""
+    return local_aws_server.endpoint_url
 
 
 @pytest.fixture
