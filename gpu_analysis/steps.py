@@ -120,9 +120,13 @@ class _LocalVideo:
         if not storage.is_s3(self.uri):
             return Path(self.uri)
         suffix = Path(self.uri).suffix or ".mp4"
-        fd, self._tmp = tempfile.mkstemp(suffix=suffix)
+        fd, self._tmp = tempfile.mkstemp(prefix="gpu-analysis-video-", suffix=suffix)
         os.close(fd)
-        storage.fetch(self.uri, Path(self._tmp))
+        try:
+            storage.fetch(self.uri, Path(self._tmp))
+        except BaseException:
+            self.__exit__()  # a failed download leaves no empty file behind
+            raise
         return Path(self._tmp)
 
     def __exit__(self, *exc) -> None:

@@ -23,14 +23,15 @@ def infer(pipes: PipesContext) -> None:
     detections_uri = extras["detections_uri"]
     partial_uri = scratch_prefix(detections_uri)
     storage.remove_prefix(partial_uri)
-    summary = steps.infer(
-        extras["shards_uri"],
-        partial_uri,
-        model=extras["model"],
-        device=extras["device"],
-        calibration_path=local_input(extras.get("calibration_uri")),
-        progress=progress_reporter(pipes, "infer"),
-    )
+    with local_input(extras.get("calibration_uri")) as calibration_path:
+        summary = steps.infer(
+            extras["shards_uri"],
+            partial_uri,
+            model=extras["model"],
+            device=extras["device"],
+            calibration_path=calibration_path,
+            progress=progress_reporter(pipes, "infer"),
+        )
     storage.replace_prefix(partial_uri, detections_uri)
     facts = summary.as_dict()
     model = facts.get("model") or {}

@@ -7,7 +7,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +75,15 @@ def _kill_marker(step: str) -> Path | None:
     return Path(marker) if name == step and marker else None
 
 
-def local_input(uri: str | None) -> str | None:
-    """A local path for a small input (calibration) that the engine reads from disk."""
+@contextlib.contextmanager
+def local_input(uri: str | None) -> Iterator[str | None]:
+    """A local path for a small input (calibration) that the engine reads from disk; an
+    s3:// object is copied to a private scratch folder, removed again on the way out."""
     if uri is None or not storage.is_s3(uri):
-        return uri
-    scratch = Path(tempfile.mkdtemp(prefix="gpu-analysis-input-"))
-    return str(storage.fetch(uri, scratch / Path(storage.split_s3(uri)[1]).name))
+        yield uri
+        return
+    with tempfile.TemporaryDirectory(prefix="gpu-analysis-input-") as scratch:
+        yield str(storage.fetch(uri, Path(scratch) / Path(storage.split_s3(uri)[1]).name))
 
 
 def scratch_prefix(target_uri: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from scipy.ndimage import gaussian_filter
 
 from gpu_analysis import steps
 from gpu_analysis.errors import UserError
+from gpu_analysis.workers.reporting import local_input
 from tests.engine.conftest import run_cli
 from tests.engine.truth import TruthDetector
 
@@ -195,6 +197,10 @@ def test_steps_read_and_write_s3(clip, models, moto_s3: str, tmp_path: Path, mon
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+    # Local copies of s3:// inputs go to the temp folder: it must be empty again afterwards.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="engine", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
     s3.upload_file(str(clip.video), "engine", "incoming/m1.mp4")
@@ -215,6 +221,9 @@ def test_steps_read_and_write_s3(clip, models, moto_s3: str, tmp_path: Path, mon
     assert report["sampled_frames"] == 30
     with pytest.raises(UserError, match="no such object"):
         steps.preprocess("s3://engine/incoming/m2.mp4", "s3://engine/work/m2/frames", model=model)
+    with local_input("s3://engine/incoming/m1.calibration.json") as calibration:
+        assert Path(calibration).read_bytes() == clip.calibration.read_bytes()
+    assert list(scratch.iterdir()) == []  # no downloaded copies, no empty file from m2
 
 
 def test_outputs_join_an_existing_folder_without_touching_its_files(clip, models, tmp_path):
