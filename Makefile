@@ -78,6 +78,7 @@ train-model: $(STAMP)
 		--finetune-summary /tmp/footnet-ft-train.json --finetune-data-meta $(FINETUNE_DATA)/meta.json
 	$(PY) -m training.evaluate --sweep --write
 	$(PY) -m training.evaluate --write
+	$(PY) -m training.evaluate --looks --write
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -96,6 +96,12 @@ class CropSampler:
             flip = self.rng.random() < 0.5
             local = feet - (x0, y0)
             if flip:
+                # Known offset, kept so that this recipe reproduces the shipped weights: pixel
+                # centres sit at integer coordinates (the renderer's convention), so column x
+                # lands on cw - 1 - x, and these labels are 1 px right of the content in flipped
+                # crops. The model's feet come out about 0.5 input px right. The fix alone was
+                # retrained and measured: no held-out figure moved beyond run-to-run spread
+                # (docs/model.md, "Tried and not adopted"); it goes in with the next retrain.
                 crop = crop[:, ::-1]
                 local = local * (-1, 1) + (cw, 0)
             xs[b] = crop

@@ -25,6 +25,11 @@ CI_CLIPS = (
 # below issue 4's 0.9, so that a regression shows; the card reports it as not meeting the bar.
 BEHIND_GOAL = HeldOutClip("behind_goal-random", 9103, "behind_goal", "random", duration_s=3.0)
 BEHIND_GOAL_FLOOR = 0.82
+# The other known weak spot: a look at the hard end of the randomization (CRF 32, 1.3 px blur,
+# 6 px camera shake, noise 6.5) with the tactical view's 10-13 px players. Held to its level
+# today (precision 0.80, recall 0.79, map 0.91 on this 3 s clip), far below issue 4's bar.
+DEGRADED = HeldOutClip("tactical-look-9501", 9501, "tactical", "random", duration_s=3.0)
+DEGRADED_FLOOR, DEGRADED_MAP_FLOOR = 0.72, 0.85
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +85,10 @@ def test_behind_goal_view_holds_its_known_level():
     assert clip["precision"] >= BEHIND_GOAL_FLOOR, clip
     assert clip["recall"] >= BEHIND_GOAL_FLOOR, clip
     assert clip["map_correlation"] >= 0.9, clip
+
+
+def test_heavily_degraded_look_holds_its_known_level():
+    (clip,) = evaluate(BUILTIN_MODEL, clips=(DEGRADED,))["clips"]
+    assert clip["precision"] >= DEGRADED_FLOOR, clip
+    assert clip["recall"] >= DEGRADED_FLOOR, clip
+    assert clip["map_correlation"] >= DEGRADED_MAP_FLOOR, clip
