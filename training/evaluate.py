@@ -3,6 +3,8 @@ decode and sample (video), letterbox and batch (batching), the ONNX adapter and 
 decoder (inference), calibration to the pitch (calibration) and the map (accumulate).
 
     python -m training.evaluate [--model gpu_analysis/models/builtin.onnx] [--write]
+    python -m training.evaluate --looks [--write]    # four cameras under six looks (24 clips)
+    python -m training.evaluate --sweep [--write]    # the peak threshold, on validation clips
 
 No torch: tests/model runs the short version of this in CI.
 """
@@ -208,7 +210,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="record into the model's .json")
     parser.add_argument("--sweep", action="store_true", help="threshold sweep on validation")
     parser.add_argument(
-        "--looks", action="store_true", help="the unseen cameras under six random looks each"
+        "--looks", action="store_true", help="four cameras (two unseen) under six random looks"
     )
     args = parser.parse_args()
     if args.sweep:
