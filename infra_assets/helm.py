@@ -53,12 +53,6 @@ def decode_release(data_release: str) -> dict[str, Any]:
     return json.loads(raw)
 
 
-def encode_release(release: dict[str, Any]) -> str:
-    """`data.release` as Helm 3 writes it: base64(base64(gzip(json))) once through the API."""
-    inner = base64.b64encode(gzip.compress(json.dumps(release).encode()))
-    return base64.b64encode(inner).decode()
-
-
 def read_release(kube: Kube, name: str, namespace: str) -> HelmRelease | None:
     """The highest revision of a release, or None if Helm never installed it here."""
     secrets = [

@@ -56,11 +56,6 @@ class ObjectRef:
         meta = obj["metadata"]
         return cls(obj["kind"], meta["name"], meta.get("namespace"))
 
-    @property
-    def api_version(self) -> str:
-        group, version, _, _ = _kind(self.kind)
-        return f"{group}/{version}" if group else version
-
     def path(self, with_name: bool = True) -> str:
         group, version, plural, namespaced = _kind(self.kind)
         path = f"/apis/{group}/{version}" if group else f"/api/{version}"

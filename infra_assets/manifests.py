@@ -10,10 +10,14 @@ from typing import Any
 
 from infra_assets.kube import owner_labels
 from infra_assets.spec import ClusterSpec
-from infra_assets.spec.kubernetes import CAPACITY_SPREAD_LABEL, NodeClassSpec, NodePoolSpec
+from infra_assets.spec.kubernetes import (
+    CAPACITY_SPREAD_LABEL,
+    KARPENTER_DISCOVERY_TAG,
+    NodeClassSpec,
+    NodePoolSpec,
+)
 from infra_assets.spec.kubernetes import node_classes as spec_node_classes
 
-DISCOVERY_TAG = "karpenter.sh/discovery"  # on the private subnets and the node security group
 POLICY_PREFIX = "gpu-analysis"
 
 
@@ -31,7 +35,7 @@ def karpenter_interruption_queue_name(spec: ClusterSpec) -> str:
 
 
 def ec2_node_class(spec: ClusterSpec, node_class: NodeClassSpec, unit: str) -> dict[str, Any]:
-    discovery = [{"tags": {DISCOVERY_TAG: spec.cluster_name}}]
+    discovery = [{"tags": {KARPENTER_DISCOVERY_TAG: spec.cluster_name}}]
     ebs_common = {"volumeType": "gp3", "encrypted": True, "deleteOnTermination": True}
     return {
         "apiVersion": "karpenter.k8s.aws/v1",

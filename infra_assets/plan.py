@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
 from typing import Any, Literal
 
 Action = Literal["create", "update", "delete", "keep"]
@@ -113,17 +112,6 @@ def diff_fields(
         elif _normalize(have) != _normalize(want):
             diffs.append(FieldDiff(path, have, want))
     return diffs
-
-
-def merge_plans(unit: str, plans: Iterable[Plan]) -> Plan:
-    changes: list[Change] = []
-    warnings: list[str] = []
-    conflicts: list[str] = []
-    for plan in plans:
-        changes.extend(plan.changes)
-        warnings.extend(plan.warnings)
-        conflicts.extend(plan.conflicts)
-    return Plan(unit, tuple(changes), tuple(warnings), tuple(conflicts))
 
 
 def _normalize(value: Any) -> Any:

@@ -81,9 +81,6 @@ class PlacementGroupSpec:
     name: str = "gpu-analysis-gpu-cluster"
     strategy: Literal["cluster", "spread", "partition"] = "cluster"
     availability_zone: str = "eu-west-3a"
-    # Karpenter's EC2NodeClass gained `placementGroup` in 1.11; older controllers cannot launch
-    # into the group, so with an older pin the asset reports a warning instead of pretending.
-    karpenter_min_version: str = "1.11.0"
 
 
 @dataclasses.dataclass(frozen=True)

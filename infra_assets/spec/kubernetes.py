@@ -20,7 +20,11 @@ CAPACITY_SPREAD_LABEL = "capacity-spread"
 CAPACITY_SPREAD_VALUES = tuple(str(n) for n in range(1, 11))
 
 ROLE_LABEL = "gpu-analysis/role"  # node label: which seed pool (role) a node serves
-PLACEMENT_GROUP_MIN_KARPENTER = "1.11"  # first release with EC2NodeClass.placementGroupSelector
+# The first Karpenter with EC2NodeClass.placementGroupSelector; older controllers cannot launch
+# into the group, so with an older pin the placement group asset warns instead of pretending.
+PLACEMENT_GROUP_MIN_KARPENTER = "1.11.0"
+# Karpenter finds the subnets and the security group for its nodes by this tag (= cluster name).
+KARPENTER_DISCOVERY_TAG = "karpenter.sh/discovery"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,29 +5,21 @@ from __future__ import annotations
 from typing import ClassVar
 
 from infra_assets import manifests
-from infra_assets.helm import Helm, ReleaseSpec, apply_release, destroy_release, plan_release
+from infra_assets.helm import ReleaseSpec, apply_release, destroy_release, plan_release
 from infra_assets.kube import (
-    NO_CLUSTER_WARNING,
-    Kube,
     apply_objects,
     delete_owned,
     owner_labels,
     plan_objects,
-    refuse_conflicts,
 )
 from infra_assets.plan import Plan
-from infra_assets.unit import ApplyResult, NoClusterConfigured, UnitContext
+from infra_assets.units.kube_unit import KubeUnit
 
 
-class CiliumUnit:
+class CiliumUnit(KubeUnit):
     """Cilium CNI (ENI, native routing, WireGuard, Hubble UI, bandwidth QoS) and default-deny."""
 
     name: ClassVar[str] = "gpu-cilium"
-
-    def __init__(self, ctx: UnitContext) -> None:
-        self.ctx = ctx
-        self.spec = ctx.spec
-        self.kube = Kube(ctx.kube) if ctx.kube is not None else None
 
     def _release(self) -> ReleaseSpec:
         cilium = self.spec.cilium
@@ -44,7 +36,6 @@ class CiliumUnit:
         return manifests.cilium_objects(self.spec, self.name)
 
     def plan(self) -> Plan:
-        warnings = () if self.kube else (NO_CLUSTER_WARNING,)
         release_change, release_conflict, _ = plan_release(
             self.kube, self._release(), self.spec.stack
         )
@@ -53,41 +44,28 @@ class CiliumUnit:
             changes.insert(0, release_change)
         if release_conflict:
             conflicts.insert(0, release_conflict)
-        return Plan(self.name, tuple(changes), warnings, tuple(conflicts))
+        return Plan(self.name, tuple(changes), tuple(self.cluster_warnings()), tuple(conflicts))
 
-    def apply(self) -> ApplyResult:
-        if self.kube is None:
-            raise NoClusterConfigured(
-                f"error: {self.name}: {NO_CLUSTER_WARNING}; set KUBECONFIG or run in-cluster"
-            )
-        plan = self.plan()
-        refuse_conflicts(plan, self.spec.stack)
+    def _apply(self, plan: Plan) -> dict[str, str]:
         release = self._release()
-        helm = Helm(self.ctx.helm_binary, self.ctx.kube, self.ctx.log)
         release_changes = [c for c in plan.changes if c.kind == "helm-release"]
         # The release first: the policies are Cilium custom resources.
         for change in release_changes:
-            apply_release(helm, release, change, owner_labels(self.spec.stack, self.name))
+            apply_release(self.helm, release, change, owner_labels(self.spec.stack, self.name))
         object_changes = [c for c in plan.changes if c.kind != "helm-release"]
         apply_objects(self.kube, self._objects(), object_changes)
         policies = [o["metadata"]["name"] for o in self._objects() if o["kind"] != "Namespace"]
-        return ApplyResult(
-            plan,
-            {
-                "cilium_release": release.ref,
-                "cilium_chart_version": release.version,
-                "workload_namespaces": ",".join(self.spec.cilium.workload_namespaces),
-                "network_policies": ",".join(policies),
-            },
-        )
+        return {
+            "cilium_release": release.ref,
+            "cilium_chart_version": release.version,
+            "workload_namespaces": ",".join(self.spec.cilium.workload_namespaces),
+            "network_policies": ",".join(policies),
+        }
 
-    def destroy(self) -> Plan:
-        if self.kube is None:
-            return Plan(self.name, (), (NO_CLUSTER_WARNING,))
-        stack = self.spec.stack
+    def _destroy(self) -> Plan:
+        stack = self.stack
         changes = delete_owned(
             self.kube, ["CiliumClusterwideNetworkPolicy", "Namespace"], stack, self.name
         )
-        helm = Helm(self.ctx.helm_binary, self.ctx.kube, self.ctx.log)
-        release_changes, warnings = destroy_release(self.kube, helm, self._release(), stack)
+        release_changes, warnings = destroy_release(self.kube, self.helm, self._release(), stack)
         return Plan(self.name, (*changes, *release_changes), tuple(warnings))

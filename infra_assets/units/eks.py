@@ -24,6 +24,7 @@ from infra_assets.cost import (
 )
 from infra_assets.plan import Change, Plan
 from infra_assets.spec import OWNER_TAG
+from infra_assets.spec.kubernetes import KARPENTER_DISCOVERY_TAG
 from infra_assets.units.aws_unit import (
     AwsUnit,
     NeedsReplacement,
@@ -32,8 +33,6 @@ from infra_assets.units.aws_unit import (
     diffs_of,
 )
 from infra_assets.units.vpc import VpcUnit
-
-DISCOVERY_TAG = "karpenter.sh/discovery"  # Karpenter finds the node security group by it
 
 
 class EksUnit(AwsUnit):
@@ -71,7 +70,7 @@ class EksUnit(AwsUnit):
 
     def _sg_tags(self) -> dict[str, str]:
         tags = self.tags("security-group/nodes", self._sg_name)
-        tags[DISCOVERY_TAG] = self.cluster_name
+        tags[KARPENTER_DISCOVERY_TAG] = self.cluster_name
         return tags
 
     @property

@@ -5,22 +5,17 @@ from __future__ import annotations
 from typing import ClassVar
 
 from infra_assets import manifests
-from infra_assets.helm import Helm, ReleaseSpec, apply_release, destroy_release, plan_release
-from infra_assets.kube import NO_CLUSTER_WARNING, Kube, ObjectRef, owner_labels, refuse_conflicts
+from infra_assets.helm import ReleaseSpec, apply_release, destroy_release, plan_release
+from infra_assets.kube import ObjectRef, owner_labels
 from infra_assets.plan import Change, FieldDiff, Plan
 from infra_assets.spec.kubernetes import karpenter_controller_warnings
-from infra_assets.unit import ApplyResult, NoClusterConfigured, UnitContext
+from infra_assets.units.kube_unit import KubeUnit
 
 
-class KarpenterControllerUnit:
+class KarpenterControllerUnit(KubeUnit):
     """The Karpenter 1.8.1 controller: 2 replicas, a disruption budget, the interruption queue."""
 
     name: ClassVar[str] = "gpu-karpenter-controller"
-
-    def __init__(self, ctx: UnitContext) -> None:
-        self.ctx = ctx
-        self.spec = ctx.spec
-        self.kube = Kube(ctx.kube) if ctx.kube is not None else None
 
     def _release(self) -> ReleaseSpec:
         karpenter = self.spec.karpenter_controller
@@ -60,9 +55,10 @@ class KarpenterControllerUnit:
 
     def plan(self) -> Plan:
         release = self._release()
-        warnings = karpenter_controller_warnings(self.spec.karpenter_controller)
-        if self.kube is None:
-            warnings.insert(0, NO_CLUSTER_WARNING)
+        warnings = [
+            *self.cluster_warnings(),
+            *karpenter_controller_warnings(self.spec.karpenter_controller),
+        ]
         change, conflict, live = plan_release(self.kube, release, self.spec.stack)
         if conflict:
             return Plan(self.name, (), tuple(warnings), (conflict,))
@@ -71,34 +67,21 @@ class KarpenterControllerUnit:
             changes += self._live_objects(release)
         return Plan(self.name, tuple(changes), tuple(warnings))
 
-    def apply(self) -> ApplyResult:
-        if self.kube is None:
-            raise NoClusterConfigured(
-                f"error: {self.name}: {NO_CLUSTER_WARNING}; set KUBECONFIG or run in-cluster"
-            )
-        plan = self.plan()
-        refuse_conflicts(plan, self.spec.stack)
+    def _apply(self, plan: Plan) -> dict[str, str]:
         release = self._release()
         release_change = plan.changes[0]
         if release_change.action == "keep" and plan.has_changes:
             # Only the running objects drifted: an upgrade to the same chart and values puts
             # them back (Helm 3 three-way merge against the live state).
             release_change = Change("update", "helm-release", release.ref)
-        helm = Helm(self.ctx.helm_binary, self.ctx.kube, self.ctx.log)
-        apply_release(helm, release, release_change, owner_labels(self.spec.stack, self.name))
-        return ApplyResult(
-            plan,
-            {
-                "karpenter_release": release.ref,
-                "karpenter_chart_version": release.version,
-                "karpenter_replicas": str(self.spec.karpenter_controller.replicas),
-                "interruption_queue": manifests.karpenter_interruption_queue_name(self.spec),
-            },
-        )
+        apply_release(self.helm, release, release_change, owner_labels(self.stack, self.name))
+        return {
+            "karpenter_release": release.ref,
+            "karpenter_chart_version": release.version,
+            "karpenter_replicas": str(self.spec.karpenter_controller.replicas),
+            "interruption_queue": manifests.karpenter_interruption_queue_name(self.spec),
+        }
 
-    def destroy(self) -> Plan:
-        if self.kube is None:
-            return Plan(self.name, (), (NO_CLUSTER_WARNING,))
-        helm = Helm(self.ctx.helm_binary, self.ctx.kube, self.ctx.log)
-        changes, warnings = destroy_release(self.kube, helm, self._release(), self.spec.stack)
+    def _destroy(self) -> Plan:
+        changes, warnings = destroy_release(self.kube, self.helm, self._release(), self.stack)
         return Plan(self.name, tuple(changes), tuple(warnings))

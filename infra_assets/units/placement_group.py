@@ -6,6 +6,7 @@ from botocore.exceptions import ClientError
 
 from infra_assets.aws_access import is_not_found, is_owned, tag_dict, version_tuple
 from infra_assets.plan import Change, Plan
+from infra_assets.spec.kubernetes import PLACEMENT_GROUP_MIN_KARPENTER
 from infra_assets.units.aws_unit import AwsUnit, PlanConflict
 
 
@@ -28,11 +29,11 @@ class PlacementGroupUnit(AwsUnit):
     def warnings(self) -> tuple[str, ...]:
         group = self.spec.placement_group
         karpenter = self.spec.karpenter_controller.chart_version
-        if version_tuple(karpenter) < version_tuple(group.karpenter_min_version):
+        if version_tuple(karpenter) < version_tuple(PLACEMENT_GROUP_MIN_KARPENTER):
             return (
                 f"placement group {group.name} is created, but Karpenter {karpenter} (pinned) "
                 f"cannot launch nodes into it: EC2NodeClass placement groups need Karpenter >= "
-                f"{group.karpenter_min_version}. GPU node pools are pinned to "
+                f"{PLACEMENT_GROUP_MIN_KARPENTER}. GPU node pools are pinned to "
                 f"{group.availability_zone} instead; raise the Karpenter pin to use the group.",
             )
         return ()

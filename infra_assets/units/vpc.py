@@ -19,6 +19,7 @@ from infra_assets.aws_access import (
 )
 from infra_assets.plan import Change, Plan
 from infra_assets.spec.aws import SubnetSpec
+from infra_assets.spec.kubernetes import KARPENTER_DISCOVERY_TAG
 from infra_assets.units.aws_unit import AwsUnit, NeedsReplacement, PlanConflict, diffs_of
 
 INTERNET = "0.0.0.0/0"
@@ -65,8 +66,7 @@ class VpcUnit(AwsUnit):
             tags.update(dict(self._vpc.public_subnet_tags))
         elif subnet.tier == "private":
             tags.update(dict(self._vpc.private_subnet_tags))
-            # Karpenter finds the subnets for its nodes by this tag.
-            tags["karpenter.sh/discovery"] = self.spec.cluster_name
+            tags[KARPENTER_DISCOVERY_TAG] = self.spec.cluster_name
         return tags
 
     def _route_tables(self) -> dict[str, dict[str, Any]]:
