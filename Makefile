@@ -4,18 +4,33 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The exact versions the suite passed with; `make lock` refreshes them.
+CONSTRAINTS := constraints.txt
 export DAGSTER_HOME := $(CURDIR)/var/dagster
 INSTANCE := $(DAGSTER_HOME)/dagster.yaml
 
-.PHONY: install demo dev test lint format profile-check clean train-model
+.PHONY: install lock demo dev check-defs test lint format profile-check clean train-model
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c $(CONSTRAINTS) --upgrade pip
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $@
+
+# New pins: the newest versions pyproject.toml allows, resolved in a throwaway venv. Run
+# `make test` afterwards and commit constraints.txt only if it passes.
+LOCK_VENV := var/lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q -e '.[dev]'
+	{ echo "# The exact versions the whole suite passed with (make test, .ci/run). Refresh: make lock."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v '^gpu-analysis'; \
+	} > $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)
+	@echo "constraints.txt refreshed: now run make test"
 
 $(INSTANCE): dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
@@ -26,25 +41,33 @@ profile-check:
 	@$(PYTHON) -m gpu_analysis.profile
 
 demo: profile-check $(STAMP) $(INSTANCE)
-	$(PY) -m gpu_analysis.demo
+	$(PY) -m video_assets.demo
 
-# The local profile gets a local AWS (moto + our extensions, python -m infra_assets.local_aws)
+# The local profile gets a local AWS (moto + our extensions, python -m devtools.local_aws)
 # unless AWS_ENDPOINT_URL already points somewhere, so "Materialize all" on the cluster assets
 # shows real plans and results. Its keys are dummies: the emulator accepts anything. The
 # emulated EKS cluster has no API server, so the in-cluster units get no kubeconfig either
 # (LOCAL_KUBECONFIG=<file> gives them one): never your current kubectl context by accident.
 LOCAL_AWS_PORT ?= 5050
+# DEV_CLI=dg runs `dg dev` (Dagster 1.13's CLI, configured in pyproject.toml) instead of
+# `dagster dev -w workspace.yaml`; both load the code location gpu_analysis.definitions.
+DEV_CLI ?= dagster
+DEV_UI = $(if $(filter dg,$(DEV_CLI)),$(VENV)/bin/dg dev,$(VENV)/bin/dagster dev -w workspace.yaml)
 dev: profile-check $(STAMP) $(INSTANCE)
 	$(PY) -m video_assets.pools
 	@if [ "$${GPU_ANALYSIS_PROFILE:-local}" = local ] && [ -z "$${AWS_ENDPOINT_URL:-}" ]; then \
-	  $(PY) -m infra_assets.local_aws -H 127.0.0.1 -p $(LOCAL_AWS_PORT) & local_aws=$$!; \
+	  $(PY) -m devtools.local_aws -H 127.0.0.1 -p $(LOCAL_AWS_PORT) & local_aws=$$!; \
 	  trap 'kill $$local_aws 2>/dev/null' EXIT INT TERM; \
 	  export AWS_ENDPOINT_URL=http://127.0.0.1:$(LOCAL_AWS_PORT); \
 	  export AWS_ACCESS_KEY_ID=local-moto AWS_SECRET_ACCESS_KEY=local-moto; \
 	  unset AWS_PROFILE AWS_SESSION_TOKEN; \
 	  export KUBECONFIG=$${LOCAL_KUBECONFIG:-/dev/null}; \
 	fi; \
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(DEV_UI) --host 127.0.0.1 --port 3000
+
+# `dg` (Dagster 1.13's CLI) loads the same composition root as `dagster dev -w workspace.yaml`.
+check-defs: $(STAMP) $(INSTANCE)
+	$(VENV)/bin/dg check defs
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -60,14 +83,14 @@ test: lint
 # The built-in model, from scratch on the CPU: render a randomized training set to /tmp, train
 # (fixed seeds, a fixed number of steps), then render the fine-tune set (crowded scenes from
 # low side cameras, pitch-marking hard negatives) and fine-tune from those weights at a low
-# learning rate, export gpu_analysis/models/builtin.onnx and record its held-out evaluation
+# learning rate, export gpu_analysis/engine/models/builtin.onnx and record its held-out evaluation
 # beside it. Needs the `train` extra (torch); see docs/model.md.
 TRAIN_DATA ?= /tmp/footnet-data
 TRAIN_STEPS ?= 3500
 FINETUNE_DATA ?= /tmp/footnet-ft
 FINETUNE_STEPS ?= 1200
 train-model: $(STAMP)
-	@$(PY) -c 'import torch, onnx' 2>/dev/null || $(PY) -m pip install -q -e '.[train]'
+	@$(PY) -c 'import torch, onnx' 2>/dev/null || $(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[train]'
 	$(PY) -m training.data --out $(TRAIN_DATA) --clips 400
 	$(PY) -m training.train --data $(TRAIN_DATA) --steps $(TRAIN_STEPS)
 	$(PY) -m training.data --stage finetune --out $(FINETUNE_DATA) --clips 150 --first-seed 200000

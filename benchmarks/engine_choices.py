@@ -26,7 +26,7 @@ import cv2  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from benchmarks.engine_clips import match_clip, standin_model  # noqa: E402
-from gpu_analysis import batching, inference, steps  # noqa: E402
+from gpu_analysis.engine import batching, inference, steps  # noqa: E402
 
 
 def timed(fn) -> float:

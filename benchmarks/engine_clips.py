@@ -31,10 +31,12 @@ def repeated_clip(video: Path, times: int) -> tuple[Path, Path]:
     calibration = video.with_name(video.stem + ".calibration.json")
     out_calibration = out.with_name(out.stem + ".calibration.json")
     if not out.is_file():
+        from gpu_analysis.synthetic import ffmpeg_exe
+
         listing = out.with_suffix(".txt")
         listing.write_text("".join(f"file '{video.name}'\n" for _ in range(times)))
         subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+            [ffmpeg_exe(), "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
              "-c", "copy", str(out)],
             check=True,
         )  # fmt: skip

@@ -23,7 +23,7 @@ from benchmarks.engine_clips import CACHE, match_clip, repeated_clip, standin_mo
 
 _CHILD = """
 import resource, sys
-from gpu_analysis.steps import analyze
+from gpu_analysis.engine.steps import analyze
 analyze(sys.argv[1], sys.argv[2], sys.argv[3], model=sys.argv[4])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

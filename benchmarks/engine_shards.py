@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 import cv2  # noqa: E402
 
 from benchmarks.engine_clips import match_clip, standin_model  # noqa: E402
-from gpu_analysis import shards, steps  # noqa: E402
+from gpu_analysis.engine import shards, steps  # noqa: E402
 
 
 def main() -> int:

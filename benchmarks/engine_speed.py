@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.engine_clips import match_clip, repeated_clip, standin_model  # noqa: E402
-from gpu_analysis import steps  # noqa: E402
-from gpu_analysis.batching import letterbox, letterbox_geometry  # noqa: E402
-from gpu_analysis.inference import OnnxDetector, decode_heatmap  # noqa: E402
-from gpu_analysis.video import DecodeStats, iter_sampled_frames, probe  # noqa: E402
+from gpu_analysis.engine import steps  # noqa: E402
+from gpu_analysis.engine.batching import letterbox, letterbox_geometry  # noqa: E402
+from gpu_analysis.engine.inference import BUILTIN_MODEL, OnnxDetector, decode_heatmap  # noqa: E402
+from gpu_analysis.engine.video import DecodeStats, iter_sampled_frames, probe  # noqa: E402
 
 
 def decode_floor(video: Path, sample_fps: float) -> tuple[float, int]:
@@ -96,7 +96,7 @@ def main() -> int:
         video, calibration = repeated_clip(video, args.repeat)
     model = args.model
     if model == "auto":
-        model = "builtin" if (REPO / "gpu_analysis/models/builtin.onnx").is_file() else "standin"
+        model = "builtin" if BUILTIN_MODEL.is_file() else "standin"
     if model == "standin":
         model = str(standin_model())
     facts = probe(video)

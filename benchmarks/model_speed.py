@@ -5,7 +5,7 @@ session on the same input, and prints frames/s, the batch-8/batch-1 ratio and th
 the rate the engine needs for its goal (real-time factor 4 on 25 fps video sampled at 5 fps:
 20 model frames/s), with the load average before and after.
 
-    .venv/bin/python benchmarks/model_speed.py [--model gpu_analysis/models/builtin.onnx]
+    .venv/bin/python benchmarks/model_speed.py [--model gpu_analysis/engine/models/builtin.onnx]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
 
 NEEDED_FRAMES_PER_S = 4 * 5.0  # real-time factor 4 at --sample-fps 5
 
@@ -39,12 +40,14 @@ def main() -> None:
     import onnxruntime as ort
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=REPO / "gpu_analysis/models/builtin.onnx")
+    parser.add_argument(
+        "--model", type=Path, default=REPO / "gpu_analysis/engine/models/builtin.onnx"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
     args = parser.parse_args()
 
     # The engine's own session (its threading and spinning settings), and a one-thread one.
-    from gpu_analysis.inference import create_session
+    from gpu_analysis.engine.inference import create_session
 
     engine_session, provider = create_session(args.model, "cpu")
     options = ort.SessionOptions()

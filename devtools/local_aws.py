@@ -4,7 +4,7 @@ moto 5.2 lacks EC2 placement groups (500 NotImplemented), EKS add-ons, Pod Ident
 and access entries (404); `update_cluster_config` answers with the cluster instead of an update
 and drops the fields it was not given; a deleted NAT gateway keeps its Elastic IP associated.
 `install_extensions()` adds what is missing to moto's response classes and URL maps; it must run
-in the server process before the server starts, which `python -m infra_assets.local_aws` (used by
+in the server process before the server starts, which `python -m devtools.local_aws` (used by
 `make dev`) and the test fixture both do.
 Needs the `dev` extra (moto[server]); nothing here runs against real AWS.
 """
@@ -484,7 +484,7 @@ class LocalAws:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m infra_assets.local_aws",
+        prog="python -m devtools.local_aws",
         description="Run a local moto AWS with the gpu-analysis extensions (for `make dev`).",
     )
     parser.add_argument("-H", "--host", default="127.0.0.1")

@@ -7,7 +7,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from gpu_analysis.errors import UserError
+from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.records import DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_SAMPLE_FPS
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
@@ -22,7 +23,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     import logging
 
-    from gpu_analysis.steps import analyze
+    from gpu_analysis.engine.steps import analyze
 
     if not args.quiet:
         # Progress and the engine's one-line notes (which execution provider runs) go to
@@ -73,9 +74,11 @@ def register_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("video", help="match video (mp4, mkv, ts, ...)")
     p.add_argument("--calibration", required=True, metavar="CAL.json", help="pitch calibration")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--sample-fps", type=float, default=5.0, help="frames analysed per second")
-    p.add_argument("--model", default="builtin", help="builtin, or a heat-map/YOLO .onnx file")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--sample-fps", type=float, default=DEFAULT_SAMPLE_FPS, help="frames analysed per second"
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL, help="builtin, or a heat-map/YOLO .onnx file")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=DEFAULT_DEVICE)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_analyze)
 

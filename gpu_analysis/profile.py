@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, get_args, get_type_hints
 
-from gpu_analysis.errors import UserError
+from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.records import DEFAULT_SAMPLE_FPS
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROFILE_ENV = "GPU_ANALYSIS_PROFILE"
@@ -37,7 +38,6 @@ class Profile:
     execution: Execution
     device: Device
     model: str
-    sample_fps: float
     batch_size: int
     aws_region: str
     cluster_name: str
@@ -50,19 +50,19 @@ class Profile:
     gpu_a10g_pool_limit: int
     bucket: str = ""
     aws_account_id: str = ""
+    sample_fps: float = DEFAULT_SAMPLE_FPS
 
     @property
-    def incoming_uri(self) -> str:
-        """Where new match videos arrive: a local folder or an s3:// prefix."""
+    def storage_root_uri(self) -> str:
+        """Where match files live (video_assets.layout): a local folder or s3://bucket."""
         if self.storage == "s3":
-            return f"s3://{self.bucket}/incoming/"
-        return str(self.data_root / "incoming")
+            return f"s3://{self.bucket}"
+        return str(self.data_root)
 
     @property
-    def results_uri(self) -> str:
-        if self.storage == "s3":
-            return f"s3://{self.bucket}/results/"
-        return str(self.data_root / "results")
+    def scratch_dir(self) -> Path:
+        """Local disk for what a CPU step must read or write locally (inside a pod on staging)."""
+        return self.data_root if self.storage == "s3" else self.data_root / "scratch"
 
 
 def available_profiles() -> list[str]:

@@ -1,4 +1,4 @@
-"""The code location loads: `dagster definitions validate`, and a live webserver's GraphQL."""
+"""The code location loads: `dagster definitions validate`, `dg check defs`, a live GraphQL."""
 
 from __future__ import annotations
 
@@ -30,6 +30,20 @@ def test_definitions_validate(dagster_home):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dg_check_defs_loads_the_same_code_location(dagster_home):
+    # Dagster 1.13 points users to `dg`; pyproject.toml's [tool.dg] aims it at our root.
+    result = subprocess.run(
+        [str(VENV_BIN / "dg"), "check", "defs", "--verbose"],
+        cwd=REPO_ROOT,
+        env=subprocess_env(DAGSTER_HOME=str(dagster_home)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
 
 
 def _graphql(port: int, query: str) -> dict:

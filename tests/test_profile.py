@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
+from gpu_analysis.engine.records import DEFAULT_SAMPLE_FPS
 from gpu_analysis.profile import ProfileError, load_profile
 from tests.conftest import REPO_ROOT, subprocess_env
+from video_assets.layout import MatchLayout
 
 
 def test_local_is_the_default_and_data_root_is_overridable(tmp_path):
@@ -16,7 +18,9 @@ def test_local_is_the_default_and_data_root_is_overridable(tmp_path):
     assert profile.name == "local"
     assert profile.storage == "local" and profile.execution == "subprocess"
     assert profile.data_root == tmp_path.resolve()
-    assert profile.incoming_uri == str(tmp_path.resolve() / "incoming")
+    layout = MatchLayout(profile.storage_root_uri)
+    assert layout.incoming_uri == str(tmp_path.resolve() / "incoming")
+    assert profile.sample_fps == DEFAULT_SAMPLE_FPS
 
 
 def test_staging_is_the_eu_west_3_cluster_of_the_seed():
@@ -24,7 +28,8 @@ def test_staging_is_the_eu_west_3_cluster_of_the_seed():
     assert profile.aws_region == "eu-west-3"
     assert profile.cluster_name == "staging-eu-west-3-gpu-analysis"
     assert profile.execution == "k8s"
-    assert profile.incoming_uri.startswith("s3://") and profile.incoming_uri.endswith("/incoming/")
+    layout = MatchLayout(profile.storage_root_uri)
+    assert layout.incoming_uri == "s3://staging-eu-west-3-gpu-analysis-matches/incoming"
 
 
 def test_unknown_profile_names_the_bad_value_and_the_choices():
@@ -54,7 +59,7 @@ def test_s3_storage_without_bucket_is_rejected():
 
 def test_demo_with_bad_profile_fails_fast_with_one_line():
     result = subprocess.run(
-        [sys.executable, "-m", "gpu_analysis.demo"],
+        [sys.executable, "-m", "video_assets.demo"],
         cwd=REPO_ROOT,
         env=subprocess_env(GPU_ANALYSIS_PROFILE="nope"),
         capture_output=True,

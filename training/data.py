@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gpu_analysis.batching import letterbox, letterbox_geometry
+from gpu_analysis.engine.batching import letterbox, letterbox_geometry
 from gpu_analysis.synthetic import (
     Camera,
     H264Writer,

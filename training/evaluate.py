@@ -2,7 +2,7 @@
 decode and sample (video), letterbox and batch (batching), the ONNX adapter and its peak
 decoder (inference), calibration to the pitch (calibration) and the map (accumulate).
 
-    python -m training.evaluate [--model gpu_analysis/models/builtin.onnx] [--write]
+    python -m training.evaluate [--model gpu_analysis/engine/models/builtin.onnx] [--write]
     python -m training.evaluate --looks [--write]    # four cameras under six looks (24 clips)
     python -m training.evaluate --sweep [--write]    # the peak threshold, on validation clips
 
@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_analysis.accumulate import PitchGrid, temperature_map
-from gpu_analysis.batching import iter_batches, letterbox_geometry
-from gpu_analysis.calibration import load_calibration
-from gpu_analysis.inference import OnnxDetector
+from gpu_analysis.engine.accumulate import PitchGrid, temperature_map
+from gpu_analysis.engine.batching import iter_batches, letterbox_geometry
+from gpu_analysis.engine.calibration import load_calibration
+from gpu_analysis.engine.inference import BUILTIN_MODEL, OnnxDetector
+from gpu_analysis.engine.video import iter_sampled_frames, probe
 from gpu_analysis.synthetic import calibration_path_for, generate_match_clip, random_look
 from gpu_analysis.synthetic.scoring import MatchCounts, map_correlation, match_frame
-from gpu_analysis.video import iter_sampled_frames, probe
 
-MODEL = Path(__file__).resolve().parent.parent / "gpu_analysis" / "models" / "builtin.onnx"
+MODEL = BUILTIN_MODEL
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from gpu_analysis.engine.inference import BUILTIN_MODEL
 from training.data import INPUT_WH
 from training.net import ExportedFootNet, FootNet
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "gpu_analysis" / "models"
 NAME = "footnet-v1"
 # Chosen by `python -m training.evaluate --sweep` (best F1 on the validation clips, whose
 # seeds are in neither the training nor the held-out set): 0.35 of 0.2..0.5.
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--data-meta", type=Path, default=Path("/tmp/footnet-data/meta.json"))
     parser.add_argument("--finetune-summary", type=Path, default=None)
     parser.add_argument("--finetune-data-meta", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=MODEL_DIR / "builtin.onnx")
+    parser.add_argument("--out", type=Path, default=BUILTIN_MODEL)
     args = parser.parse_args()
     path = export(args.checkpoint, args.out)
     card = {

@@ -14,9 +14,11 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from gpu_analysis import storage as stored
-from gpu_analysis.errors import UserError
+from gpu_analysis.engine import storage as stored
+from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.records import InferParams, PreprocessParams
 from gpu_analysis.profile import Profile
+from video_assets.layout import VIDEO_RECORD, MatchVideo
 from video_assets.partitions import matches
 from video_assets.resources import AnalysisSettings, GpuWorkers, MatchStorage
 
@@ -45,34 +47,28 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
         context: AssetExecutionContext, storage: MatchStorage, settings: AnalysisSettings
     ) -> dg.MaterializeResult:
         """The incoming video: size, checksum, codec, duration, fps, resolution; its calibration."""
-        from gpu_analysis import steps
-        from gpu_analysis.inference import resolve_model
+        from gpu_analysis.engine import steps
+        from gpu_analysis.engine.inference import resolve_model
 
         match_id = context.partition_key
-        video_uri = storage.video_uri(match_id)
-        calibration_uri = storage.calibration_uri(match_id)
+        layout = storage.layout
+        video_uri = layout.video_uri(match_id)
+        calibration_uri = layout.calibration_uri(match_id)
+        # The workers read the video from S3 themselves: the local copy goes when checked.
         try:
-            video_path = storage.local_path(video_uri, storage.scratch(match_id, "video.mp4"))
-            calibration_path = storage.local_path(
-                calibration_uri, storage.scratch(match_id, "calibration.json")
-            )
-            facts = steps.probe(video_path)
-            calibration = steps.load_calibration(calibration_path)
-            # The workers run the same image: a missing model fails here, not after retries.
-            resolve_model(settings.model)
+            with (
+                storage.local_copy(video_uri) as video_path,
+                storage.local_copy(calibration_uri) as calibration_path,
+            ):
+                facts = steps.probe(video_path)
+                calibration = steps.load_calibration(calibration_path)
+                # The workers run the same image: a missing model fails here, not after retries.
+                resolve_model(settings.model)
+                sha256 = stored.sha256_file(Path(video_path))
         except UserError as exc:
             raise _user_failure(exc) from None
-        sha256 = stored.sha256_file(Path(video_path))
-        if stored.is_s3(video_uri):
-            Path(video_path).unlink()  # the workers read the video from S3 themselves
-        record = {
-            "match_id": match_id,
-            "video_uri": video_uri,
-            "calibration_uri": calibration_uri,
-            "sha256": sha256,
-            "facts": facts.as_dict(),
-        }
-        storage.write_json(record, storage.work_uri(match_id, "video.json"))
+        record = MatchVideo(match_id, video_uri, calibration_uri, sha256, facts)
+        storage.write_json(record, layout.work_uri(match_id, VIDEO_RECORD))
         context.log.info(
             f"{facts.width}x{facts.height} {facts.codec}, {facts.duration_s:.1f} s at "
             f"{facts.fps:g} fps, sha256 {sha256[:12]}; calibration with "
@@ -111,14 +107,14 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         """Decoded, sampled, resized frames in batch shards: the T4 preprocessing step."""
         match_id = context.partition_key
-        extras = {
-            "video_uri": storage.video_uri(match_id),
-            "shards_uri": storage.work_uri(match_id, "shards"),
-            "sample_fps": settings.sample_fps,
-            "model": settings.model,
-            "batch_size": settings.batch_size,
-        }
-        return gpu_workers.run(context, "preprocess", extras)
+        params = PreprocessParams(
+            video_uri=storage.layout.video_uri(match_id),
+            shards_uri=storage.layout.work_uri(match_id, "shards"),
+            sample_fps=settings.sample_fps,
+            model=settings.model,
+            batch_size=settings.batch_size,
+        )
+        return gpu_workers.run(context, "preprocess", params)
 
     @dg.asset(
         group_name=GROUP,
@@ -137,43 +133,41 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         """Player foot points found by the heat-map model in every shard: the A10G step."""
         match_id = context.partition_key
-        extras = {
-            "shards_uri": storage.work_uri(match_id, "shards"),
-            "detections_uri": storage.work_uri(match_id, "detections"),
-            "calibration_uri": storage.calibration_uri(match_id),
-            "model": settings.model,
-            "device": settings.device,
-        }
-        return gpu_workers.run(context, "infer", extras)
+        params = InferParams(
+            shards_uri=storage.layout.work_uri(match_id, "shards"),
+            detections_uri=storage.layout.work_uri(match_id, "detections"),
+            calibration_uri=storage.layout.calibration_uri(match_id),
+            model=settings.model,
+            device=settings.device,
+        )
+        return gpu_workers.run(context, "infer", params)
 
     @dg.asset(group_name=GROUP, partitions_def=matches, deps=[match_detections], kinds={"python"})
     def match_temperature_map(
         context: AssetExecutionContext, storage: MatchStorage, settings: AnalysisSettings
     ) -> dg.MaterializeResult:
         """Maps overall and per team, zones, the PNG and the report, staged for delivery."""
-        from gpu_analysis import steps
-        from gpu_analysis.video import VideoFacts
+        from gpu_analysis.engine import steps
 
         match_id = context.partition_key
-        record = storage.read_json(storage.work_uri(match_id, "video.json"))
+        layout = storage.layout
+        record = storage.read_record(MatchVideo, layout.work_uri(match_id, VIDEO_RECORD))
+        out_dir = storage.scratch(match_id, "maps")
         try:
-            calibration_path = storage.local_path(
-                record["calibration_uri"], storage.scratch(match_id, "calibration.json")
-            )
-            out_dir = storage.scratch(match_id, "maps")
-            shutil.rmtree(out_dir, ignore_errors=True)
-            report = steps.aggregate(
-                storage.work_uri(match_id, "detections"),
-                calibration_path,
-                out_dir,
-                video_facts=VideoFacts.from_dict(record["facts"]),
-                res_m=settings.res_m,
-                progress=lambda stage, fraction: context.log.debug(f"{stage} {fraction:.0%}"),
-            )
+            with storage.local_copy(record.calibration_uri) as calibration_path:
+                shutil.rmtree(out_dir, ignore_errors=True)
+                report = steps.aggregate(
+                    layout.work_uri(match_id, "detections"),
+                    calibration_path,
+                    out_dir,
+                    video_facts=record.facts,
+                    res_m=settings.res_m,
+                    progress=lambda stage, fraction: context.log.debug(f"{stage} {fraction:.0%}"),
+                )
         except UserError as exc:
             raise _user_failure(exc) from None
         preview = _inline_png(out_dir / "temperature_map.png")
-        maps_uri = storage.work_uri(match_id, "maps")
+        maps_uri = layout.work_uri(match_id, "maps")
         if stored.is_s3(maps_uri):
             storage.remove(maps_uri)
             for path in sorted(out_dir.iterdir()):
@@ -201,13 +195,14 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         """The results published to results/<match_id>/, with the manifest written last."""
         match_id = context.partition_key
-        maps_uri = storage.work_uri(match_id, "maps")
-        target_uri = storage.delivery_uri(match_id)
+        layout = storage.layout
+        maps_uri = layout.work_uri(match_id, "maps")
+        target_uri = layout.delivery_uri(match_id)
         staged = [o for o in storage.list(maps_uri) if "/" not in o.name]
         if not staged:
             raise dg.Failure(description=f"error: {maps_uri}: nothing staged to deliver")
         # Take the old manifest down first: while files change, readers see "not ready".
-        manifest_uri = storage.delivery_uri(match_id, MANIFEST)
+        manifest_uri = layout.delivery_uri(match_id, MANIFEST)
         storage.remove_file(manifest_uri)
         staged_names = {item.name for item in staged}
         for old in storage.list(target_uri):
@@ -215,21 +210,15 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
                 storage.remove_file(old.uri)
         files = []
         for item in staged:
-            local = storage.local_path(item.uri, storage.scratch(match_id, "delivery", item.name))
-            storage.put_file(local, stored.join(target_uri, item.name))
-            files.append(
-                {
-                    "name": item.name,
-                    "size_bytes": item.size_bytes,
-                    "sha256": stored.sha256_file(local),
-                }
-            )
-        shutil.rmtree(storage.scratch(match_id, "delivery"), ignore_errors=True)
-        record = storage.read_json(storage.work_uri(match_id, "video.json"))
+            with storage.local_copy(item.uri) as local:
+                storage.put_file(local, stored.join(target_uri, item.name))
+                sha256 = stored.sha256_file(local)
+            files.append({"name": item.name, "size_bytes": item.size_bytes, "sha256": sha256})
+        record = storage.read_record(MatchVideo, layout.work_uri(match_id, VIDEO_RECORD))
         manifest = {
             "match_id": match_id,
             "run_id": context.run.run_id,
-            "video_sha256": record["sha256"],
+            "video_sha256": record.sha256,
             "files": files,
         }
         storage.write_json(manifest, manifest_uri)

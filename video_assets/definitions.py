@@ -14,14 +14,10 @@ from video_assets.sensors import build_match_video_sensor
 
 def build_resources(profile: Profile) -> dict[str, object]:
     s3 = S3Resource(region_name=profile.aws_region)
-    if profile.storage == "s3":
-        root_uri = f"s3://{profile.bucket}"
-        scratch_dir = str(profile.data_root)
-    else:
-        root_uri = str(profile.data_root)
-        scratch_dir = str(profile.data_root / "scratch")
     return {
-        "storage": MatchStorage(root_uri=root_uri, scratch_dir=scratch_dir, s3=s3),
+        "storage": MatchStorage(
+            root_uri=profile.storage_root_uri, scratch_dir=str(profile.scratch_dir), s3=s3
+        ),
         "settings": AnalysisSettings(
             sample_fps=profile.sample_fps,
             model=profile.model,

@@ -12,13 +12,14 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpu_analysis.errors import UserError
+from gpu_analysis.engine.errors import UserError
+from video_assets.layout import MatchLayout
 
 DEMO_MATCH_ID = "demo-match"
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m gpu_analysis.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m video_assets.demo", description=__doc__)
     parser.add_argument("--match-id", default=DEMO_MATCH_ID)
     parser.add_argument("--duration-s", type=float, default=20.0, help="sample clip length")
     parser.add_argument("--seed", type=int, default=0, help="sample clip seed")
@@ -26,7 +27,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _check_setup():
-    from gpu_analysis.inference import resolve_model
+    from gpu_analysis.engine.inference import resolve_model
     from gpu_analysis.profile import load_profile
 
     profile = load_profile()
@@ -41,17 +42,18 @@ def _check_setup():
     return profile
 
 
-def _drop_sample(incoming: Path, match_id: str, duration_s: float, seed: int) -> Path:
+def _drop_sample(layout: MatchLayout, match_id: str, duration_s: float, seed: int) -> Path:
     """Render a sample match and drop it the way an upload would: video, then calibration."""
-    from gpu_analysis.synthetic import generate_match_clip
+    from gpu_analysis.synthetic import calibration_path_for, generate_match_clip
 
-    incoming.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=incoming.parent, prefix=".demo-") as tmp:
-        clip = Path(tmp) / f"{match_id}.mp4"
+    video, calibration = Path(layout.video_uri(match_id)), Path(layout.calibration_uri(match_id))
+    video.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=video.parent.parent, prefix=".demo-") as tmp:
+        clip = Path(tmp) / video.name
         generate_match_clip(clip, seed=seed, duration_s=duration_s, fps=25.0)
-        for name in (clip.name, f"{match_id}.calibration.json"):
-            os.replace(Path(tmp) / name, incoming / name)  # same file system: atomic
-    return incoming / f"{match_id}.mp4"
+        os.replace(clip, video)  # same file system: atomic
+        os.replace(calibration_path_for(clip), calibration)
+    return video
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"profile {profile.name}: data under {profile.data_root}, model {profile.model}")
     print(f"1/4 rendering a {args.duration_s:g} s sample match (seed {args.seed}) ...")
-    video = _drop_sample(Path(profile.incoming_uri), args.match_id, args.duration_s, args.seed)
+    layout = MatchLayout(profile.storage_root_uri)
+    video = _drop_sample(layout, args.match_id, args.duration_s, args.seed)
     print(f"    dropped {video} and its calibration")
 
     with dg.DagsterInstance.get() as instance:
@@ -117,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: run {result.run_id} failed: {'; '.join(failures)}", file=sys.stderr)
             return 1
 
-    delivery = Path(profile.results_uri) / args.match_id
+    delivery = Path(layout.delivery_uri(args.match_id))
     report = json.loads((delivery / "report.json").read_text())
     model = report.get("model", {})
     timings = report.get("timings", {})

@@ -6,12 +6,12 @@ import dataclasses
 from typing import Any, Literal
 
 from gpu_analysis.profile import Profile
+from infra_assets.spec.kubernetes import CAPACITY_SPREAD_LABEL, default_nodepools, nodepool_names
 
 Step = Literal["preprocess", "infer"]
 STEPS: tuple[Step, ...] = ("preprocess", "infer")
 
 NODEPOOL_LABEL = "karpenter.sh/nodepool"
-CAPACITY_SPREAD_LABEL = "capacity-spread"
 STEP_LABEL = "gpu-analysis/step"
 WORKER_SERVICE_ACCOUNT = "gpu-analysis-worker"  # bound to an IAM role by EKS Pod Identity
 WORKER_UID = 10001  # the non-root user of deploy/worker.Dockerfile
@@ -70,8 +70,6 @@ def nodepools_for(profile: Profile, step: Step) -> tuple[list[str], bool]:
 def _role_pools(role: str) -> tuple[list[str], bool]:
     """The infrastructure spec knows how a role is split into spot and on-demand pools; a role it
     does not declare (a profile naming another cluster's pool) is its own only pool."""
-    from infra_assets.spec.kubernetes import default_nodepools, nodepool_names
-
     pools = [p for p in default_nodepools() if p.role == role]
     if not pools:
         return [role], False

@@ -26,7 +26,7 @@ def apply_pool_limits(instance: dg.DagsterInstance, profile: Profile) -> dict[st
 
 
 def main() -> int:
-    from gpu_analysis.errors import UserError
+    from gpu_analysis.engine.errors import UserError
     from gpu_analysis.profile import load_profile
 
     try:

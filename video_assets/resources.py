@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import re
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,40 +17,20 @@ from dagster import AssetExecutionContext
 from dagster._core.errors import DagsterPipesExecutionError  # not exported by `dagster`
 from dagster_aws.s3 import S3Resource
 
-from gpu_analysis import storage
+from gpu_analysis.engine import storage
+from gpu_analysis.engine.records import (
+    InferParams,
+    PreprocessParams,
+    Record,
+    as_plain,
+    from_plain,
+)
 from gpu_analysis.profile import Profile
 from gpu_analysis.workers.reporting import ERROR_FILE_ENV
+from video_assets.layout import MatchLayout
 from video_assets.pod_specs import STEPS, Step, StepPod, step_pod
 
 TERMINATION_ERROR = re.compile(r'failed with message: "(error: [^"\n]*)\n?"')
-VIDEO_SUFFIX = ".mp4"
-CALIBRATION_SUFFIX = ".calibration.json"
-
-
-_S3_CLIENTS: dict[tuple[str | None, ...], Any] = {}
-_S3_CLIENTS_LOCK = threading.Lock()
-
-
-def _shared_s3_client(s3: S3Resource) -> Any:
-    """One S3 client per configuration for the whole process.
-
-    Resources are built anew for every sensor tick and step, and building a client costs more
-    than listing a few hundred keys. boto3 clients are thread-safe and refresh Pod Identity
-    credentials themselves. The endpoint settings are part of the key because boto3 reads
-    them when the client is built.
-    """
-    key = (
-        s3.region_name,
-        s3.endpoint_url,
-        s3.profile_name,
-        os.environ.get("AWS_ENDPOINT_URL"),
-        os.environ.get("AWS_ENDPOINT_URL_S3"),
-        os.environ.get("AWS_PROFILE"),
-    )
-    with _S3_CLIENTS_LOCK:
-        if key not in _S3_CLIENTS:
-            _S3_CLIENTS[key] = s3.get_client()
-        return _S3_CLIENTS[key]
 
 
 class MatchStorage(dg.ConfigurableResource):
@@ -63,26 +44,16 @@ class MatchStorage(dg.ConfigurableResource):
     scratch_dir: str
     s3: S3Resource
 
+    @property
+    def layout(self) -> MatchLayout:
+        return MatchLayout(self.root_uri)
+
     def _client(self) -> Any:
         if not storage.is_s3(self.root_uri):
             return None
-        return _shared_s3_client(self.s3)
-
-    @property
-    def incoming_uri(self) -> str:
-        return storage.join(self.root_uri, "incoming")
-
-    def video_uri(self, match_id: str) -> str:
-        return storage.join(self.incoming_uri, match_id + VIDEO_SUFFIX)
-
-    def calibration_uri(self, match_id: str) -> str:
-        return storage.join(self.incoming_uri, match_id + CALIBRATION_SUFFIX)
-
-    def work_uri(self, match_id: str, *names: str) -> str:
-        return storage.join(self.root_uri, "work", match_id, *names)
-
-    def delivery_uri(self, match_id: str, *names: str) -> str:
-        return storage.join(self.root_uri, "results", match_id, *names)
+        return storage.s3_client(
+            region=self.s3.region_name, endpoint=self.s3.endpoint_url, profile=self.s3.profile_name
+        )
 
     def scratch(self, match_id: str, *names: str) -> Path:
         return Path(self.scratch_dir, match_id, *names)
@@ -91,13 +62,11 @@ class MatchStorage(dg.ConfigurableResource):
         return storage.list_objects(prefix_uri, client=self._client())
 
     def list_incoming(self) -> list[storage.StoredObject]:
-        return self.list(self.incoming_uri)
+        return self.list(self.layout.incoming_uri)
 
-    def local_path(self, uri: str, scratch_path: Path) -> Path:
-        """`uri` as a local file: itself when local, else a copy in scratch."""
-        if not storage.is_s3(uri):
-            return Path(uri)
-        return storage.fetch(uri, scratch_path, client=self._client())
+    def local_copy(self, uri: str) -> contextlib.AbstractContextManager[Path]:
+        """`uri` as a local file inside the block (a temporary copy of an S3 object)."""
+        return storage.local_copy(uri, client=self._client())
 
     def put_file(self, local_path: Path, uri: str) -> None:
         storage.put_file(local_path, uri, client=self._client())
@@ -108,7 +77,12 @@ class MatchStorage(dg.ConfigurableResource):
     def read_json(self, uri: str) -> Any:
         return json.loads(storage.read_bytes(uri, client=self._client()))
 
+    def read_record(self, cls: type[Record], uri: str) -> Record:
+        return from_plain(cls, self.read_json(uri))
+
     def write_json(self, value: Any, uri: str) -> None:
+        if dataclasses.is_dataclass(value):
+            value = as_plain(value)
         self.put_bytes(json.dumps(value, indent=2, sort_keys=True).encode(), uri)
 
     def remove(self, prefix_uri: str) -> None:
@@ -150,9 +124,10 @@ class GpuWorkers:
         return [python, "-m", f"gpu_analysis.workers.{step}"]
 
     def run(
-        self, context: AssetExecutionContext, step: Step, extras: dict[str, Any]
+        self, context: AssetExecutionContext, step: Step, params: PreprocessParams | InferParams
     ) -> dg.MaterializeResult:
         """Run the step's worker; bad input fails the step without retries, with its message."""
+        extras = as_plain(params)
         if self.execution == "subprocess":
             invocation = self._run_process(context, step, extras)
         else:

@@ -13,9 +13,10 @@ import json
 import dagster as dg
 from dagster import SensorEvaluationContext
 
-from gpu_analysis.storage import StoredObject
+from gpu_analysis.engine.storage import StoredObject
+from video_assets.layout import CALIBRATION_SUFFIX, VIDEO_SUFFIX
 from video_assets.partitions import is_valid_match_id, matches
-from video_assets.resources import CALIBRATION_SUFFIX, VIDEO_SUFFIX, MatchStorage
+from video_assets.resources import MatchStorage
 
 SENSOR_NAME = "match_video_sensor"
 CURSOR_VERSION = 1

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 import cv2
 import numpy as np
 
-from gpu_analysis.video import SampledFrame
+from gpu_analysis.engine.video import SampledFrame
 
 PAD_VALUE = 114  # grey around the letterboxed image, as in the YOLO family of models
 
@@ -44,13 +44,6 @@ class Letterbox:
             self.pad_x,
             self.pad_y,
         )
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, fields: dict) -> Letterbox:
-        return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls)})
 
 
 def letterbox_geometry(source_wh: tuple[int, int], input_wh: tuple[int, int]) -> Letterbox:

@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 
-from gpu_analysis import storage
-from gpu_analysis.errors import UserError
+from gpu_analysis.engine import storage
+from gpu_analysis.engine.errors import UserError
 
 DEFAULT_PITCH_M = (105.0, 68.0)
 

@@ -7,9 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gpu_analysis import storage
-
-FILE_NAME = "detections.npz"
+from gpu_analysis.engine import storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +21,7 @@ class Detections:
     frame_index: np.ndarray  # int64 (K,)
     timestamp_s: np.ndarray  # float64 (K,)
     foot_points_px: np.ndarray  # float32 (K, 2), source pixels
+    positions_m: np.ndarray  # float32 (K, 2), pitch metres; NaN off the pitch or not projected
     scores: np.ndarray  # float32 (K,)
     torso_rgb: np.ndarray  # float32 (K, 3), mean shirt colour
     torso_valid: np.ndarray  # bool (K,)
@@ -38,6 +37,7 @@ class Detections:
             frame_index=np.zeros(0, np.int64),
             timestamp_s=np.zeros(0, np.float64),
             foot_points_px=np.zeros((0, 2), np.float32),
+            positions_m=np.zeros((0, 2), np.float32),
             scores=np.zeros(0, np.float32),
             torso_rgb=np.zeros((0, 3), np.float32),
             torso_valid=np.zeros(0, bool),
@@ -63,6 +63,10 @@ class Detections:
             if not name.startswith("sampled_"):
                 fields[name] = value[mask]
         return Detections(**fields)
+
+    def on_pitch(self) -> np.ndarray:
+        """bool (K,): the detections projected onto the pitch."""
+        return np.isfinite(self.positions_m).all(axis=1)
 
     def to_bytes(self) -> bytes:
         return storage.npz_bytes({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})

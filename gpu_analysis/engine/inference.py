@@ -10,10 +10,10 @@ from typing import Protocol
 
 import numpy as np
 
-from gpu_analysis.batching import FrameBatch
-from gpu_analysis.errors import UserError
+from gpu_analysis.engine.batching import FrameBatch
+from gpu_analysis.engine.errors import UserError
 
-log = logging.getLogger("gpu_analysis.inference")
+log = logging.getLogger("gpu_analysis.engine.inference")
 
 BUILTIN_MODEL = Path(__file__).parent / "models" / "builtin.onnx"
 THRESHOLD_KEY = "gpu_analysis.threshold"

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from gpu_analysis import storage
-from gpu_analysis.accumulate import (
+from gpu_analysis.engine import storage
+from gpu_analysis.engine.accumulate import (
     PitchGrid,
     PitchPositions,
     decay_weights,
@@ -17,11 +17,11 @@ from gpu_analysis.accumulate import (
     temperature_map,
     zone_occupancy,
 )
-from gpu_analysis.calibration import Calibration
-from gpu_analysis.detections import Detections
-from gpu_analysis.render import render_map_png
-from gpu_analysis.teams import split_teams
-from gpu_analysis.video import VideoFacts
+from gpu_analysis.engine.calibration import Calibration
+from gpu_analysis.engine.detections import Detections
+from gpu_analysis.engine.records import VideoFacts, as_plain
+from gpu_analysis.engine.render import render_map_png
+from gpu_analysis.engine.teams import split_teams
 
 REPORT_VERSION = 1
 
@@ -41,8 +41,12 @@ def project(detections: Detections, calibration: Calibration) -> tuple[PitchPosi
 
     Returns the positions and the shirt colour (RGB) of each team. Only players on the pitch
     take part in the split: the crowd's colours would pull the two clusters off the kits.
+    Detections projected by the detect stage keep their positions; others are projected here.
     """
-    positions_m, on_pitch = calibration.project_to_pitch(detections.foot_points_px)
+    if len(detections) and np.isnan(detections.positions_m).all():
+        positions_m, on_pitch = calibration.project_to_pitch(detections.foot_points_px)
+    else:
+        positions_m, on_pitch = detections.positions_m, detections.on_pitch()
     team, team_rgb = split_teams(detections.torso_rgb[on_pitch], detections.torso_valid[on_pitch])
     return (
         PitchPositions(
@@ -135,7 +139,7 @@ def build_outputs(
         )
     report = {
         "report_version": REPORT_VERSION,
-        "video": facts.as_dict(),
+        "video": as_plain(facts),
         "sample_fps": decode.get("sample_fps"),
         "sampled_frames": sampled,
         "frames_decoded": decode.get("frames_decoded"),

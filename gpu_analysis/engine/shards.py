@@ -12,9 +12,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from gpu_analysis import storage
-from gpu_analysis.batching import FrameBatch, Letterbox
-from gpu_analysis.errors import UserError
+from gpu_analysis.engine import storage
+from gpu_analysis.engine.batching import FrameBatch, Letterbox
+from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.records import from_plain
 
 MANIFEST = "manifest.json"
 FORMAT = "gpu-analysis-shards/1"
@@ -55,7 +56,7 @@ def read_manifest(shards_uri: str) -> dict:
 
 
 def iter_shards(shards_uri: str, manifest: dict) -> Iterator[FrameBatch]:
-    geometry = Letterbox.from_dict(manifest["geometry"])
+    geometry = from_plain(Letterbox, manifest["geometry"])
     for sequence in range(manifest["shards"]):
         arrays = storage.load_npz(
             storage.read_bytes(storage.join(shards_uri, shard_name(sequence)))

@@ -1,8 +1,11 @@
 """The engine's public steps: what the CLI, the Dagster assets and the GPU workers call.
 
-A match flows video -> frame batches (preprocess) -> detections (infer) -> maps and report
-(aggregate); `analyze` runs all three in one process with decoding overlapped with inference.
-Locations are local paths or s3://bucket/prefix URIs.
+A match flows through the stages in `STAGES`, each tagged with the split step that runs it:
+video -> frame batches (preprocess, the T4 step) -> detections (infer, the A10G step) -> maps
+and report (aggregate, CPU). `preprocess`, `infer` and `aggregate` each run their step's stages
+between storage; `analyze` runs all of them in one process, decoding overlapped with inference.
+A new stage is one module with a `(value, MatchRun) -> value` function and one entry in
+`STAGES`. Locations are local paths or s3://bucket/prefix URIs.
 """
 
 from __future__ import annotations
@@ -18,24 +21,37 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
-from gpu_analysis import calibration as _calibration
-from gpu_analysis import shards, storage
-from gpu_analysis import video as _video
-from gpu_analysis.batching import FrameBatch, Letterbox, iter_batches, letterbox_geometry
-from gpu_analysis.calibration import Calibration
-from gpu_analysis.detections import Detections
-from gpu_analysis.errors import UserError
-from gpu_analysis.inference import Detector, OnnxDetector
-from gpu_analysis.report import build_outputs
-from gpu_analysis.teams import torso_colours
-from gpu_analysis.video import DecodeStats, VideoFacts
+from gpu_analysis.engine import calibration as _calibration
+from gpu_analysis.engine import shards, storage
+from gpu_analysis.engine import video as _video
+from gpu_analysis.engine.batching import FrameBatch, Letterbox, iter_batches, letterbox_geometry
+from gpu_analysis.engine.calibration import Calibration
+from gpu_analysis.engine.detections import Detections
+from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.inference import Detector, OnnxDetector
+from gpu_analysis.engine.records import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_MODEL,
+    DEFAULT_SAMPLE_FPS,
+    InferSummary,
+    PreprocessSummary,
+    VideoFacts,
+    as_plain,
+    from_plain,
+)
+from gpu_analysis.engine.report import build_outputs
+from gpu_analysis.engine.teams import torso_colours
+from gpu_analysis.engine.video import DecodeStats
 
 Progress = Callable[[str, float], None]
+Step = Literal["preprocess", "infer", "aggregate"]
+DETECTIONS_FILE = "detections.npz"
 INFER_SUMMARY = "infer.json"
-DEFAULT_BATCH_SIZE = 8
 # Batches waiting between the decode thread and the model: enough to ride out jitter,
 # few enough that memory stays flat however long the match is.
 QUEUE_BATCHES = 3
@@ -44,10 +60,13 @@ FALLBACK_PLAYER_HEIGHT = 0.06
 PLAYER_HEIGHT_M = 1.8
 
 __all__ = [
+    "STAGES",
     "Calibration",
     "Detections",
     "InferSummary",
+    "MatchRun",
     "PreprocessSummary",
+    "Stage",
     "VideoFacts",
     "aggregate",
     "analyze",
@@ -68,70 +87,138 @@ def load_calibration(path: str | os.PathLike) -> Calibration:
     return _calibration.load_calibration(path)
 
 
+@dataclasses.dataclass
+class MatchRun:
+    """What the stages of one analysis share: its inputs, settings and running counts.
+
+    `facts.path` is a local file while decoding. `progress` is called only from the thread
+    that runs `analyze` or the split step: callers' callbacks (Dagster's logger, a Pipes
+    context) need not be thread-safe, so the decode stage reports only when it runs there.
+    """
+
+    facts: VideoFacts
+    calibration: Calibration | None = None
+    sample_fps: float = DEFAULT_SAMPLE_FPS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    detector: Detector | None = None
+    geometry: Letterbox | None = None
+    res_m: float = 1.0
+    live_half_life_s: float | None = None
+    progress: Progress | None = None
+    decode_reports_progress: bool = True
+    decode: DecodeStats = dataclasses.field(default_factory=DecodeStats)
+    detections_total: int = 0
+    infer_s: float = 0.0
+    model_info: dict = dataclasses.field(default_factory=dict)
+    # Seconds spent before this process took over (the earlier split steps).
+    timings: dict = dataclasses.field(default_factory=dict)
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def report(self, message: str, fraction: float) -> None:
+        if self.progress is not None:
+            self.progress(message, min(1.0, max(0.0, fraction)))
+
+    @property
+    def expected_frames(self) -> int:
+        rate = min(1.0, self.sample_fps / self.facts.fps)
+        return max(1, math.ceil(self.facts.frame_count * rate))
+
+
 @dataclasses.dataclass(frozen=True)
-class PreprocessSummary:
-    video: VideoFacts
-    sample_fps: float
-    sampled_frames: int
-    frames_decoded: int
-    frames_lost: int
-    shards: int
-    shard_bytes: int
-    bytes_per_frame: float
-    input_size: tuple[int, int]
-    decode_s: float
-    preprocess_s: float
-    total_s: float
+class MatchOutputs:
+    """The delivered files (contract section 2) as bytes, and the report they include."""
 
-    def as_dict(self) -> dict:
-        fields = dataclasses.asdict(self)
-        fields["video"] = self.video.as_dict()
-        fields["input_size"] = list(self.input_size)
-        return fields
+    files: dict[str, bytes]
+    report: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
-class InferSummary:
-    detections_total: int
-    sampled_frames: int
-    execution_provider: str
-    model: dict
-    infer_s: float
-    frames_per_s: float
-    total_s: float
+class Stage:
+    """One stage of a match: its name, the split step that runs it, and its function."""
 
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    name: str
+    step: Step
+    run: Callable[[Any, MatchRun], Any]
 
 
-def _report(progress: Progress | None, message: str, fraction: float) -> None:
-    if progress is not None:
-        progress(message, min(1.0, max(0.0, fraction)))
+def decode_frames(facts: VideoFacts, run: MatchRun) -> Iterator[FrameBatch]:
+    """Video -> sampled, letterboxed frames in batches of `run.batch_size`."""
+    assert run.geometry is not None
+    stats = run.decode
+    frames = _video.iter_sampled_frames(facts, run.sample_fps, stats)
+    for batch in iter_batches(frames, run.geometry, run.batch_size):
+        if run.decode_reports_progress:
+            run.report(
+                f"decoded {stats.frames_decoded}/{facts.frame_count} frames",
+                stats.frames_decoded / max(1, facts.frame_count),
+            )
+        yield batch
 
 
-class _LocalVideo:
-    """A video as a local file: itself, or an s3:// object downloaded to a temp file."""
+def detect_players(batches: Iterator[FrameBatch], run: MatchRun) -> Detections:
+    """Frame batches -> each player's foot point, pitch position and shirt colour.
 
-    def __init__(self, uri: str | os.PathLike):
-        self.uri = str(uri)
-        self._tmp: str | None = None
+    With a calibration, only detections on the pitch are kept: the crowd and the bench are
+    not players, and dropping them now keeps memory proportional to players, not to false
+    alarms. `run.detections_total` still counts them all.
+    """
+    assert run.detector is not None
+    parts = []
+    analysed = 0
+    for batch in batches:
+        t0 = time.perf_counter()
+        found = detect_batch(run.detector, batch, run.calibration)
+        run.detections_total += len(found)
+        if run.calibration is not None:
+            found = found.select(found.on_pitch())
+        parts.append(found)
+        run.infer_s += time.perf_counter() - t0
+        analysed += len(batch)
+        run.report(f"detected players in {analysed}/{run.expected_frames} frames",
+                   analysed / run.expected_frames)  # fmt: skip
+    return Detections.concat(parts)
 
-    def __enter__(self) -> Path:
-        if not storage.is_s3(self.uri):
-            return Path(self.uri)
-        suffix = Path(self.uri).suffix or ".mp4"
-        fd, self._tmp = tempfile.mkstemp(prefix="gpu-analysis-video-", suffix=suffix)
-        os.close(fd)
-        try:
-            storage.fetch(self.uri, Path(self._tmp))
-        except BaseException:
-            self.__exit__()  # a failed download leaves no empty file behind
-            raise
-        return Path(self._tmp)
 
-    def __exit__(self, *exc) -> None:
-        if self._tmp:
-            Path(self._tmp).unlink(missing_ok=True)
+def build_match_outputs(detections: Detections, run: MatchRun) -> MatchOutputs:
+    """Detections -> pitch positions, teams, maps, PNGs and report.json."""
+    if run.calibration is None:
+        raise UserError("aggregating needs the calibration")
+    run.report("aggregating", 0.99)
+    timings = dict(run.timings)
+    timings["infer_s"] = round(timings.get("infer_s", 0.0) + run.infer_s, 4)
+    timings["total_s"] = timings.get("total_s", 0.0) + (time.perf_counter() - run.started)
+    files, report = build_outputs(
+        detections,
+        run.calibration,
+        run.facts,
+        res_m=run.res_m,
+        live_half_life_s=run.live_half_life_s,
+        model=run.model_info,
+        timings=timings,
+        decode={
+            "sample_fps": run.sample_fps,
+            "frames_decoded": run.decode.frames_decoded,
+            "frames_lost": run.decode.frames_lost,
+        },
+        detections_total=run.detections_total,
+    )
+    return MatchOutputs(files, report)
+
+
+# The stages of a match in order. Each split step runs its own, with storage in between.
+STAGES: tuple[Stage, ...] = (
+    Stage("decode", "preprocess", decode_frames),
+    Stage("detect", "infer", detect_players),
+    Stage("aggregate", "aggregate", build_match_outputs),
+)
+
+
+def run_stages(step: Step, value: Any, run: MatchRun) -> Any:
+    """Pass `value` through the stages of `step`, in order."""
+    for stage in STAGES:
+        if stage.step == step:
+            value = stage.run(value, run)
+    return value
 
 
 def _model_input_wh(model: str) -> tuple[int, int]:
@@ -139,48 +226,39 @@ def _model_input_wh(model: str) -> tuple[int, int]:
     return OnnxDetector(model, device="cpu").input_wh
 
 
-def _decoded_batches(
-    facts: VideoFacts,
-    geometry: Letterbox,
-    sample_fps: float,
-    batch_size: int,
-    stats: DecodeStats,
-    progress: Progress | None,
-) -> Iterator[FrameBatch]:
-    for batch in iter_batches(
-        _video.iter_sampled_frames(facts, sample_fps, stats), geometry, batch_size
-    ):
-        _report(
-            progress,
-            f"decoded {stats.frames_decoded}/{facts.frame_count} frames",
-            stats.frames_decoded / max(1, facts.frame_count),
-        )
-        yield batch
+def _check_sample_fps(sample_fps: float) -> None:
+    if not sample_fps > 0:
+        raise UserError(f"--sample-fps must be > 0, got {sample_fps}")
 
 
 def preprocess(
     video_uri: str,
     shards_uri: str,
     *,
-    sample_fps: float = 5.0,
-    model: str = "builtin",
+    sample_fps: float = DEFAULT_SAMPLE_FPS,
+    model: str = DEFAULT_MODEL,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
 ) -> PreprocessSummary:
     """Decode, sample, letterbox and batch a video into shards for `infer` (the T4 step)."""
     started = time.perf_counter()
+    _check_sample_fps(sample_fps)
     input_wh = _model_input_wh(model)
-    with _LocalVideo(video_uri) as local_path:
+    with storage.local_copy(video_uri) as local_path:
         facts = dataclasses.replace(probe(local_path), path=str(video_uri))
-        local_facts = dataclasses.replace(facts, path=str(local_path))
         geometry = letterbox_geometry((facts.width, facts.height), input_wh)
-        stats = DecodeStats()
+        run = MatchRun(
+            facts=dataclasses.replace(facts, path=str(local_path)),
+            sample_fps=sample_fps,
+            batch_size=batch_size,
+            geometry=geometry,
+            progress=progress,
+        )
         count = shard_bytes = 0
-        for batch in _decoded_batches(
-            local_facts, geometry, sample_fps, batch_size, stats, progress
-        ):
+        for batch in run_stages("preprocess", run.facts, run):
             shard_bytes += shards.write_shard(shards_uri, count, batch)
             count += 1
+    stats = run.decode
     if stats.sampled_frames == 0:
         raise UserError(f"{video_uri}: no frame could be decoded")
     total_s = time.perf_counter() - started
@@ -201,15 +279,14 @@ def preprocess(
     shards.write_manifest(
         shards_uri,
         {
-            "video": facts.as_dict(),
-            "geometry": geometry.as_dict(),
+            "geometry": as_plain(geometry),
             "shards": count,
             "batch_size": batch_size,
             "model": str(model),
-            "summary": summary.as_dict(),
+            "summary": as_plain(summary),
         },
     )
-    _report(progress, f"wrote {count} shards", 1.0)
+    run.report(f"wrote {count} shards", 1.0)
     return summary
 
 
@@ -233,7 +310,8 @@ def _player_heights_input_px(
 def detect_batch(
     detector: Detector, batch: FrameBatch, calibration: Calibration | None = None
 ) -> Detections:
-    """Run a detector on one batch and read each player's shirt colour from the frames."""
+    """Run a detector on one batch; project each foot to the pitch once (with a calibration)
+    and read the shirt colour of each player on the pitch."""
     feet = detector.detect(batch)
     parts = []
     for i, frame_feet in enumerate(feet):
@@ -242,23 +320,24 @@ def detect_batch(
         heights = _player_heights_input_px(
             feet_px, frame_feet.heights_px, batch.geometry, calibration
         )
+        if calibration is not None:
+            positions_m, on_pitch = calibration.project_to_pitch(feet_px)
+        else:
+            positions_m, on_pitch = np.full((k, 2), np.nan), np.ones(k, bool)
         # Shirts are read only for players on the pitch: the crowd is not a team, and the
         # colour reading is the costly part of this loop.
-        on_pitch = (
-            calibration.project_to_pitch(feet_px)[1]
-            if calibration is not None
-            else np.ones(k, bool)
-        )
         rgb = np.zeros((k, 3), np.float32)
         valid = np.zeros(k, bool)
         rgb[on_pitch], valid[on_pitch] = torso_colours(
             batch.images_rgb[i], batch.geometry.to_input_px(feet_px[on_pitch]), heights[on_pitch]
         )
+        positions_m = np.where(on_pitch[:, None], positions_m, np.nan)
         parts.append(
             Detections(
                 frame_index=np.full(k, batch.frame_index[i], dtype=np.int64),
                 timestamp_s=np.full(k, batch.timestamp_s[i], dtype=np.float64),
                 foot_points_px=feet_px.astype(np.float32),
+                positions_m=positions_m.astype(np.float32),
                 scores=np.asarray(frame_feet.scores, dtype=np.float32),
                 torso_rgb=rgb,
                 torso_valid=valid,
@@ -273,44 +352,36 @@ def infer(
     shards_uri: str,
     detections_uri: str,
     *,
-    model: str = "builtin",
-    device: str = "auto",
+    model: str = DEFAULT_MODEL,
+    device: str = DEFAULT_DEVICE,
     calibration_path: str | os.PathLike | None = None,
     progress: Progress | None = None,
 ) -> InferSummary:
     """Run the model over the shards and write `detections.npz` + `infer.json` (the A10G step)."""
     started = time.perf_counter()
     manifest = shards.read_manifest(shards_uri)
-    calibration = load_calibration(calibration_path) if calibration_path is not None else None
+    pre = from_plain(PreprocessSummary, manifest["summary"])
     detector = OnnxDetector(model, device)
-    parts = []
-    infer_s = 0.0
-    for sequence, batch in enumerate(shards.iter_shards(shards_uri, manifest)):
-        t0 = time.perf_counter()
-        parts.append(detect_batch(detector, batch, calibration))
-        infer_s += time.perf_counter() - t0
-        _report(
-            progress,
-            f"inferred shard {sequence + 1}/{manifest['shards']}",
-            (sequence + 1) / max(1, manifest["shards"]),
-        )
-    detections = Detections.concat(parts)
+    run = MatchRun(
+        facts=pre.video,
+        calibration=load_calibration(calibration_path) if calibration_path is not None else None,
+        sample_fps=pre.sample_fps,
+        detector=detector,
+        progress=progress,
+    )
+    detections = run_stages("infer", shards.iter_shards(shards_uri, manifest), run)
     sampled = len(detections.sampled_frame_index)
     summary = InferSummary(
-        detections_total=len(detections),
+        detections_total=run.detections_total,
         sampled_frames=sampled,
         execution_provider=detector.execution_provider,
         model=detector.describe(),
-        infer_s=round(infer_s, 4),
-        frames_per_s=round(sampled / infer_s, 3) if infer_s > 0 else 0.0,
+        infer_s=round(run.infer_s, 4),
+        frames_per_s=round(sampled / run.infer_s, 3) if run.infer_s > 0 else 0.0,
         total_s=round(time.perf_counter() - started, 4),
     )
-    storage.write_bytes(storage.join(detections_uri, "detections.npz"), detections.to_bytes())
-    body = {
-        "summary": summary.as_dict(),
-        "preprocess": manifest["summary"],
-        "video": manifest["video"],
-    }
+    storage.write_bytes(storage.join(detections_uri, DETECTIONS_FILE), detections.to_bytes())
+    body = {"summary": as_plain(summary), "preprocess": manifest["summary"]}
     storage.write_bytes(
         storage.join(detections_uri, INFER_SUMMARY), json.dumps(body, indent=2).encode()
     )
@@ -367,41 +438,39 @@ def aggregate(
 ) -> dict:
     """Project, split teams, build maps, PNGs and report.json into out_dir (the CPU step)."""
     started = time.perf_counter()
-    calibration = load_calibration(calibration_path)
     detections = Detections.from_bytes(
-        storage.read_bytes(storage.join(detections_uri, "detections.npz"))
+        storage.read_bytes(storage.join(detections_uri, DETECTIONS_FILE))
     )
-    meta_uri = storage.join(detections_uri, INFER_SUMMARY)
-    meta = json.loads(storage.read_bytes(meta_uri)) if storage.exists(meta_uri) else {}
-    pre = meta.get("preprocess", {})
-    inf = meta.get("summary", {})
-    _report(progress, "aggregating", 0.0)
-    timings = {
-        "decode_s": pre.get("decode_s", 0.0),
-        "preprocess_s": pre.get("preprocess_s", 0.0),
-        "infer_s": inf.get("infer_s", 0.0),
-        "total_s": pre.get("total_s", 0.0)
-        + inf.get("total_s", 0.0)
-        + (time.perf_counter() - started),
-    }
-    decode = {
-        "sample_fps": pre.get("sample_fps"),
-        "frames_decoded": pre.get("frames_decoded"),
-        "frames_lost": pre.get("frames_lost", 0),
-    }
-    files, report = build_outputs(
-        detections,
-        calibration,
-        video_facts,
+    body = json.loads(storage.read_bytes(storage.join(detections_uri, INFER_SUMMARY)))
+    pre = from_plain(PreprocessSummary, body["preprocess"])
+    inf = from_plain(InferSummary, body["summary"])
+    run = MatchRun(
+        facts=video_facts,
+        calibration=load_calibration(calibration_path),
+        sample_fps=pre.sample_fps,
         res_m=res_m,
         live_half_life_s=live_half_life_s,
-        model=inf.get("model", {}),
-        timings=timings,
-        decode=decode,
+        progress=progress,
+        decode=DecodeStats(
+            frames_decoded=pre.frames_decoded,
+            sampled_frames=pre.sampled_frames,
+            frames_lost=pre.frames_lost,
+            decode_s=pre.decode_s,
+        ),
+        detections_total=inf.detections_total,
+        model_info=inf.model,
+        timings={
+            "decode_s": pre.decode_s,
+            "preprocess_s": pre.preprocess_s,
+            "infer_s": inf.infer_s,
+            "total_s": pre.total_s + inf.total_s,
+        },
+        started=started,
     )
-    commit_outputs(out_dir, files)
-    _report(progress, "done", 1.0)
-    return report
+    outputs = run_stages("aggregate", detections, run)
+    commit_outputs(out_dir, outputs.files)
+    run.report("done", 1.0)
+    return outputs.report
 
 
 class _Producer(threading.Thread):
@@ -455,9 +524,9 @@ def analyze(
     calibration_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    sample_fps: float = 5.0,
-    model: str = "builtin",
-    device: str = "auto",
+    sample_fps: float = DEFAULT_SAMPLE_FPS,
+    model: str = DEFAULT_MODEL,
+    device: str = DEFAULT_DEVICE,
     progress: Progress | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     res_m: float = 1.0,
@@ -466,80 +535,57 @@ def analyze(
 ) -> dict:
     """The whole analysis in one process: what `gpu-analysis analyze` runs.
 
-    Every input is checked before any work starts. Decoding runs in a thread that feeds a
-    bounded queue while the model works on earlier batches. `detector` replaces the ONNX model
-    (tests inject ground-truth detections this way).
+    Every input is checked before any work starts. The preprocess stages run in a thread that
+    feeds a bounded queue while the model works on earlier batches. `detector` replaces the
+    ONNX model (tests inject ground-truth detections this way).
     """
     started = time.perf_counter()
-    if not sample_fps > 0:
-        raise UserError(f"--sample-fps must be > 0, got {sample_fps}")
-    with _LocalVideo(video_path) as local_path:
+    _check_sample_fps(sample_fps)
+    with storage.local_copy(video_path) as local_path:
         facts = probe(local_path)
         calibration = load_calibration(calibration_path)
         if detector is None:
             # One core is left to the decode thread: on an otherwise idle 2-core machine that
             # ran 5.4 s against 6.9 s with the model on both (benchmarks/engine_choices.py).
             detector = OnnxDetector(model, device, threads=max(1, (os.cpu_count() or 1) - 1))
-        geometry = letterbox_geometry((facts.width, facts.height), detector.input_wh)
-        stats = DecodeStats()
-        # Progress is reported from this thread, not the decode thread: callers' callbacks
-        # (Dagster's logger, a Pipes context) need not be thread-safe.
-        producer = _Producer(_decoded_batches(facts, geometry, sample_fps, batch_size, stats, None))
+        run = MatchRun(
+            facts=facts,
+            calibration=calibration,
+            sample_fps=sample_fps,
+            batch_size=batch_size,
+            detector=detector,
+            geometry=letterbox_geometry((facts.width, facts.height), detector.input_wh),
+            res_m=res_m,
+            live_half_life_s=live_half_life_s,
+            progress=progress,
+            decode_reports_progress=False,  # it runs in the decode thread
+            model_info=_describe(detector),
+            started=started,
+        )
+        producer = _Producer(run_stages("preprocess", facts, run))
         producer.start()
-        parts = []
-        infer_s = 0.0
-        detections_total = analysed = 0
-        expected = max(1, math.ceil(facts.frame_count * min(1.0, sample_fps / facts.fps)))
         try:
-            for batch in producer:
-                t0 = time.perf_counter()
-                found = detect_batch(detector, batch, calibration)
-                detections_total += len(found)
-                # Only detections on the pitch count in the maps; dropping the rest (the crowd,
-                # the bench) now keeps memory proportional to players, not to false alarms.
-                on_pitch = calibration.project_to_pitch(found.foot_points_px)[1]
-                parts.append(found.select(on_pitch))
-                infer_s += time.perf_counter() - t0
-                analysed += len(batch)
-                _report(progress, f"analysed {analysed}/{expected} frames", analysed / expected)
+            detections = run_stages("infer", producer, run)
         finally:
             producer.stop.set()
             producer.join()
-    if stats.sampled_frames == 0:
+    if run.decode.sampled_frames == 0:
         raise UserError(f"{video_path}: no frame could be decoded")
-    detections = Detections.concat(parts)
-    facts = dataclasses.replace(facts, path=str(video_path))
+    run.facts = dataclasses.replace(facts, path=str(video_path))
+    run.timings = {"decode_s": round(run.decode.decode_s, 4)}
+    outputs = run_stages("aggregate", detections, run)
+    commit_outputs(out_dir, outputs.files)
+    run.report("done", 1.0)
+    return outputs.report
+
+
+def _describe(detector: Detector) -> dict:
     describe = getattr(detector, "describe", None)
-    model_info = (
-        describe()
-        if describe
-        else {
-            "name": detector.name,
-            "format": detector.kind,
-            "input_size": list(detector.input_wh),
-            "execution_provider": detector.execution_provider,
-        }
-    )
-    _report(progress, "aggregating", 0.99)
-    files, report = build_outputs(
-        detections,
-        calibration,
-        facts,
-        res_m=res_m,
-        live_half_life_s=live_half_life_s,
-        model=model_info,
-        timings={
-            "decode_s": round(stats.decode_s, 4),
-            "infer_s": round(infer_s, 4),
-            "total_s": time.perf_counter() - started,
-        },
-        decode={
-            "sample_fps": sample_fps,
-            "frames_decoded": stats.frames_decoded,
-            "frames_lost": stats.frames_lost,
-        },
-        detections_total=detections_total,
-    )
-    commit_outputs(out_dir, files)
-    _report(progress, "done", 1.0)
-    return report
+    if describe is not None:
+        return describe()
+    return {
+        "name": detector.name,
+        "format": detector.kind,
+        "input_size": list(detector.input_wh),
+        "execution_provider": detector.execution_provider,
+    }

@@ -5,6 +5,7 @@ Writes are atomic: a reader sees the old content or the whole new one, never a p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -13,12 +14,13 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gpu_analysis.errors import UserError
+from gpu_analysis.engine.errors import UserError
 
 # A fixed timestamp inside .npz archives, so the same arrays always give the same bytes.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -43,22 +45,34 @@ def split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def s3_client() -> Any:
-    """One client per endpoint and region for the process: creating one costs ~50 ms."""
-    # The standard boto3 chain: Pod Identity on the cluster, AWS_ENDPOINT_URL for a moto server.
+def s3_client(
+    *, region: str | None = None, endpoint: str | None = None, profile: str | None = None
+) -> Any:
+    """The process's one S3 client for this endpoint, region and AWS profile.
+
+    Building a client costs more than listing a few hundred keys, and Dagster builds resources
+    anew for every sensor tick and step. boto3 clients are thread-safe and refresh Pod Identity
+    credentials themselves. What is not given comes from the standard boto3 configuration
+    (AWS_ENDPOINT_URL for a moto server, AWS_REGION, AWS_PROFILE), read now: boto3 reads it
+    only when a client is built, so it is part of the cache key.
+    """
     env = os.environ
     return _cached_s3_client(
-        env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
-        env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
-        env.get("AWS_PROFILE"),
+        endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+        region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        profile or env.get("AWS_PROFILE"),
     )
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_s3_client(endpoint: str | None, region: str | None, profile: str | None) -> Any:
     import boto3
+    from botocore.config import Config
 
-    return boto3.session.Session().client("s3")
+    session = boto3.session.Session(profile_name=profile, region_name=region)
+    # Standard retries ride out S3's 503 SlowDown and brief network errors.
+    retries = Config(retries={"max_attempts": 5, "mode": "standard"})
+    return session.client("s3", endpoint_url=endpoint, config=retries)
 
 
 def read_bytes(uri: str | os.PathLike, *, client: Any = None) -> bytes:
@@ -200,6 +214,20 @@ def fetch(uri: str, local_path: Path, *, client: Any = None) -> Path:
         shutil.copyfile(uri, partial)
     os.replace(partial, local_path)
     return local_path
+
+
+@contextlib.contextmanager
+def local_copy(uri: str | os.PathLike | None, *, client: Any = None) -> Iterator[Path | None]:
+    """`uri` as a local file for the duration of the block: itself when local, else a private
+    temporary copy of the s3:// object, removed again on the way out (a failed download too).
+    No URI gives None, for optional inputs."""
+    if uri is None or not is_s3(uri):
+        yield None if uri is None else Path(uri)
+        return
+    uri = str(uri)
+    with tempfile.TemporaryDirectory(prefix="gpu-analysis-input-") as scratch:
+        name = Path(split_s3(uri)[1]).name or "object"
+        yield fetch(uri, Path(scratch) / name, client=client)
 
 
 def put_file(local_path: Path, uri: str, *, client: Any = None) -> None:

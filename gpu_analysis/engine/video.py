@@ -17,7 +17,8 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 import cv2
 import numpy as np
 
-from gpu_analysis.errors import UserError
+from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.records import VideoFacts
 
 # The environment above only counts if cv2 was not imported yet; this covers the other case.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -40,25 +41,6 @@ _CODEC_NAMES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class VideoFacts:
-    path: str
-    fps: float
-    frame_count: int
-    duration_s: float
-    width: int
-    height: int
-    codec: str
-    size_bytes: int
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, fields: dict) -> VideoFacts:
-        return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls)})
-
-
-@dataclasses.dataclass(frozen=True)
 class SampledFrame:
     """One decoded frame picked by the sampler, in the source resolution (BGR, as decoded)."""
 
@@ -75,7 +57,6 @@ class DecodeStats:
     sampled_frames: int = 0
     frames_lost: int = 0
     decode_s: float = 0.0
-    stopped_early: bool = False
 
 
 def _codec_name(fourcc: float) -> str:
@@ -201,4 +182,3 @@ def iter_sampled_frames(
     finally:
         cap.release()
     stats.frames_lost += max(0, facts.frame_count - (index + 1))
-    stats.stopped_early = stats.frames_lost > 0

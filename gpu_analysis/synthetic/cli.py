@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gpu_analysis.errors import UserError
+from gpu_analysis.engine.errors import UserError
 
 
 def _cmd_synth_clip(args: argparse.Namespace) -> int:

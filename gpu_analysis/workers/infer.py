@@ -6,9 +6,10 @@ import sys
 
 from dagster_pipes import PipesContext
 
-from gpu_analysis import storage
+from gpu_analysis.engine import storage
+from gpu_analysis.engine.records import InferParams, as_plain
 from gpu_analysis.workers.reporting import (
-    local_input,
+    params_from_extras,
     plain_metadata,
     progress_reporter,
     run_worker,
@@ -17,33 +18,31 @@ from gpu_analysis.workers.reporting import (
 
 
 def infer(pipes: PipesContext) -> None:
-    from gpu_analysis import steps  # the engine loads OpenCV and ONNX Runtime
+    from gpu_analysis.engine import steps  # the engine loads OpenCV and ONNX Runtime
 
-    extras = pipes.extras
-    detections_uri = extras["detections_uri"]
-    partial_uri = scratch_prefix(detections_uri)
+    params = params_from_extras(InferParams, pipes.extras)
+    partial_uri = scratch_prefix(params.detections_uri)
     storage.remove_prefix(partial_uri)
-    with local_input(extras.get("calibration_uri")) as calibration_path:
+    with storage.local_copy(params.calibration_uri) as calibration_path:
         summary = steps.infer(
-            extras["shards_uri"],
+            params.shards_uri,
             partial_uri,
-            model=extras["model"],
-            device=extras["device"],
+            model=params.model,
+            device=params.device,
             calibration_path=calibration_path,
             progress=progress_reporter(pipes, "infer"),
         )
-    storage.replace_prefix(partial_uri, detections_uri)
-    facts = summary.as_dict()
-    model = facts.get("model") or {}
+    storage.replace_prefix(partial_uri, params.detections_uri)
+    model = summary.model
     metadata = {
-        **plain_metadata(facts),
-        "model": str(model.get("name", extras["model"])),
+        **plain_metadata(as_plain(summary)),
+        "model": str(model.get("name", params.model)),
         "input_size": "x".join(str(n) for n in model.get("input_size", [])),
-        "detections_uri": detections_uri,
+        "detections_uri": params.detections_uri,
     }
     pipes.log.info(
-        f"infer: {facts['detections_total']} detections on "
-        f"{facts['execution_provider']} at {facts['frames_per_s']} frames/s"
+        f"infer: {summary.detections_total} detections on "
+        f"{summary.execution_provider} at {summary.frames_per_s} frames/s"
     )
     pipes.report_asset_materialization(metadata=metadata)
 

@@ -6,8 +6,10 @@ import sys
 
 from dagster_pipes import PipesContext
 
-from gpu_analysis import storage
+from gpu_analysis.engine import storage
+from gpu_analysis.engine.records import PreprocessParams, as_plain
 from gpu_analysis.workers.reporting import (
+    params_from_extras,
     plain_metadata,
     progress_reporter,
     run_worker,
@@ -16,34 +18,31 @@ from gpu_analysis.workers.reporting import (
 
 
 def preprocess(pipes: PipesContext) -> None:
-    from gpu_analysis import steps  # the engine loads OpenCV and ONNX Runtime
+    from gpu_analysis.engine import steps  # the engine loads OpenCV and ONNX Runtime
 
-    extras = pipes.extras
-    shards_uri = extras["shards_uri"]
-    partial_uri = scratch_prefix(shards_uri)
+    params = params_from_extras(PreprocessParams, pipes.extras)
+    partial_uri = scratch_prefix(params.shards_uri)
     # A killed attempt may have left part of its shards here; start from nothing.
     storage.remove_prefix(partial_uri)
     summary = steps.preprocess(
-        extras["video_uri"],
+        params.video_uri,
         partial_uri,
-        sample_fps=float(extras["sample_fps"]),
-        model=extras["model"],
-        batch_size=int(extras["batch_size"]),
+        sample_fps=params.sample_fps,
+        model=params.model,
+        batch_size=params.batch_size,
         progress=progress_reporter(pipes, "preprocess"),
     )
-    storage.replace_prefix(partial_uri, shards_uri)
-    facts = summary.as_dict()
-    decode_s = float(facts.get("decode_s") or 0.0)
-    sampled = int(facts.get("sampled_frames", 0))
+    storage.replace_prefix(partial_uri, params.shards_uri)
+    sampled = summary.sampled_frames
     metadata = {
-        **plain_metadata(facts),
-        "frames": int(facts["video"]["frame_count"]),
-        "input_size": "x".join(str(n) for n in facts["input_size"]),
-        "sampled_frames_per_s": round(sampled / decode_s, 2) if decode_s > 0 else 0.0,
-        "shards_uri": shards_uri,
+        **plain_metadata(as_plain(summary)),
+        "frames": summary.video.frame_count,
+        "input_size": "x".join(str(n) for n in summary.input_size),
+        "sampled_frames_per_s": round(sampled / summary.decode_s, 2) if summary.decode_s else 0.0,
+        "shards_uri": params.shards_uri,
     }
     pipes.log.info(
-        f"preprocess: {sampled} frames in {facts['shards']} shards, {facts['shard_bytes']} bytes"
+        f"preprocess: {sampled} frames in {summary.shards} shards, {summary.shard_bytes} bytes"
     )
     pipes.report_asset_materialization(metadata=metadata)
 

@@ -1,20 +1,18 @@
-"""What both GPU workers share: progress lines sent back through Pipes, local copies of inputs."""
+"""What both GPU workers share: typed parameters in; progress and errors back through Pipes."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
-from gpu_analysis import storage
-from gpu_analysis.errors import UserError
+from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.records import Record, from_plain
 
 # Bad input (UserError) ends a worker with this status and one `error:` line in the error file,
 # so the orchestrator fails the step at once instead of retrying it.
@@ -22,10 +20,6 @@ USER_ERROR_EXIT = 2
 ERROR_FILE_ENV = "GPU_ANALYSIS_ERROR_FILE"
 # Kubernetes reports this file's content as the container's termination message.
 DEFAULT_ERROR_FILE = "/dev/termination-log"
-
-# Fault injection for the retry test: the named worker step SIGKILLs itself once, half way, the
-# way a spot reclaim ends a pod; the marker file makes the retry run to completion.
-KILL_ONCE_ENV = "GPU_ANALYSIS_FAULT_KILL_ONCE"
 
 
 def run_worker(body: Callable[[PipesContext], None]) -> int:
@@ -55,35 +49,22 @@ def progress_reporter(
 ) -> Callable[[str, float], None]:
     """A `progress(message, fraction)` callback logging through Pipes about every `every_s`."""
     last_at = [-every_s]
-    kill_marker = _kill_marker(step)
 
     def progress(message: str, fraction: float) -> None:
         now = time.monotonic()
         if fraction >= 1.0 or now - last_at[0] >= every_s:
             pipes.log.info(f"{step}: {message} ({fraction:.0%})")
             last_at[0] = now
-        if kill_marker is not None and fraction >= 0.5 and not kill_marker.exists():
-            kill_marker.write_text(f"{step} killed at {fraction:.0%}\n")
-            os.kill(os.getpid(), signal.SIGKILL)
 
     return progress
 
 
-def _kill_marker(step: str) -> Path | None:
-    setting = os.environ.get(KILL_ONCE_ENV, "")
-    name, _, marker = setting.partition(":")
-    return Path(marker) if name == step and marker else None
-
-
-@contextlib.contextmanager
-def local_input(uri: str | None) -> Iterator[str | None]:
-    """A local path for a small input (calibration) that the engine reads from disk; an
-    s3:// object is copied to a private scratch folder, removed again on the way out."""
-    if uri is None or not storage.is_s3(uri):
-        yield uri
-        return
-    with tempfile.TemporaryDirectory(prefix="gpu-analysis-input-") as scratch:
-        yield str(storage.fetch(uri, Path(scratch) / Path(storage.split_s3(uri)[1]).name))
+def params_from_extras(cls: type[Record], extras: dict[str, Any]) -> Record:
+    """The step's typed parameters from the Pipes extras; bad ones are the caller's error."""
+    try:
+        return from_plain(cls, dict(extras))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"step parameters: {exc}") from None
 
 
 def scratch_prefix(target_uri: str) -> str:

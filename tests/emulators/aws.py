@@ -1,4 +1,4 @@
-"""AWS for the tests: moto's server with our extensions (infra_assets.local_aws), over HTTP.
+"""AWS for the tests: moto's server with our extensions (devtools.local_aws), over HTTP.
 
 One server per test session on a free 127.0.0.1 port; each test that asks for `aws` gets an
 empty account (moto's reset), dummy credentials and AWS_ENDPOINT_URL pointing at the server, so
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from infra_assets.local_aws import LocalAws
+from devtools.local_aws import LocalAws
 from tests.conftest import free_port
 
 REGION = "eu-west-3"

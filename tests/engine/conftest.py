@@ -12,8 +12,6 @@ import pytest
 from tests.conftest import REPO_ROOT, subprocess_env
 from tests.engine import onnx_models
 
-FFMPEG = "/usr/bin/ffmpeg"
-
 
 @dataclass(frozen=True)
 class Clip:
@@ -45,7 +43,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def ffmpeg(*args: str) -> None:
-    subprocess.run([FFMPEG, "-v", "error", "-y", *args], check=True)
+    """Run ffmpeg as the code finds it: the system binary, else the one imageio-ffmpeg ships."""
+    from gpu_analysis.synthetic import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *args], check=True)
 
 
 def run_cli(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from gpu_analysis import steps
-from gpu_analysis.errors import UserError
-from gpu_analysis.workers.reporting import local_input
+from gpu_analysis.engine import steps, storage
+from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.records import as_plain
 from tests.engine.conftest import run_cli
 from tests.engine.truth import TruthDetector
 
@@ -147,7 +147,7 @@ def test_cli_with_the_builtin_model_finds_the_true_maps(clip, tmp_path: Path) ->
 
 
 def test_missing_builtin_model_is_a_clear_error(clip, tmp_path: Path, monkeypatch) -> None:
-    from gpu_analysis import inference
+    from gpu_analysis.engine import inference
 
     monkeypatch.setattr(inference, "BUILTIN_MODEL", tmp_path / "models" / "builtin.onnx")
     with pytest.raises(UserError, match="the built-in model is not installed"):
@@ -162,7 +162,7 @@ def test_split_steps_match_analyze_byte_for_byte(clip, models, tmp_path: Path) -
     pre = steps.preprocess(str(clip.video), str(tmp_path / "shards"), model=model, batch_size=8)
     assert pre.sampled_frames == 30 and pre.shards == 4 and pre.frames_lost == 0
     assert pre.bytes_per_frame > 640 * 384 * 3
-    assert pre.as_dict()["input_size"] == [640, 384]
+    assert as_plain(pre)["input_size"] == [640, 384]
     inf = steps.infer(
         str(tmp_path / "shards"),
         str(tmp_path / "det"),
@@ -221,7 +221,7 @@ def test_steps_read_and_write_s3(clip, models, moto_s3: str, tmp_path: Path, mon
     assert report["sampled_frames"] == 30
     with pytest.raises(UserError, match="no such object"):
         steps.preprocess("s3://engine/incoming/m2.mp4", "s3://engine/work/m2/frames", model=model)
-    with local_input("s3://engine/incoming/m1.calibration.json") as calibration:
+    with storage.local_copy("s3://engine/incoming/m1.calibration.json") as calibration:
         assert Path(calibration).read_bytes() == clip.calibration.read_bytes()
     assert list(scratch.iterdir()) == []  # no downloaded copies, no empty file from m2
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpu_analysis.batching import FrameBatch, letterbox, letterbox_geometry
-from gpu_analysis.errors import UserError
-from gpu_analysis.inference import OnnxDetector, decode_heatmap, decode_yolo
+from gpu_analysis.engine.batching import FrameBatch, letterbox, letterbox_geometry
+from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.inference import OnnxDetector, decode_heatmap, decode_yolo
 from tests.engine import onnx_models
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpu_analysis import storage
-from gpu_analysis.accumulate import (
+from gpu_analysis.engine import storage
+from gpu_analysis.engine.accumulate import (
     PitchGrid,
     PitchPositions,
     decay_weights,
@@ -17,11 +17,11 @@ from gpu_analysis.accumulate import (
     temperature_map,
     zone_occupancy,
 )
-from gpu_analysis.batching import letterbox, letterbox_geometry
-from gpu_analysis.calibration import calibration_from_dict, load_calibration
-from gpu_analysis.errors import UserError
-from gpu_analysis.teams import split_teams
-from gpu_analysis.video import DecodeStats, iter_sampled_frames, probe, sample_indices
+from gpu_analysis.engine.batching import letterbox, letterbox_geometry
+from gpu_analysis.engine.calibration import calibration_from_dict, load_calibration
+from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.teams import split_teams
+from gpu_analysis.engine.video import DecodeStats, iter_sampled_frames, probe, sample_indices
 
 
 def test_sample_indices_are_nearest_frames_at_the_target_rate() -> None:

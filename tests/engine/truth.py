@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu_analysis.batching import FrameBatch
-from gpu_analysis.inference import FrameFeet
+from gpu_analysis.engine.batching import FrameBatch
+from gpu_analysis.engine.inference import FrameFeet
 
 
 class TruthDetector:

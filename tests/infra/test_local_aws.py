@@ -20,11 +20,11 @@ from tests.conftest import REPO_ROOT, free_port, subprocess_env
 
 @pytest.fixture
 def local_aws_process(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[str]:
-    """`python -m infra_assets.local_aws` as `make dev` starts it; yields its endpoint."""
+    """`python -m devtools.local_aws` as `make dev` starts it; yields its endpoint."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "infra_assets.local_aws", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "devtools.local_aws", "-H", "127.0.0.1", "-p", str(port)],
         cwd=REPO_ROOT,
         env=subprocess_env(),
         stdout=subprocess.DEVNULL,
@@ -38,7 +38,7 @@ def local_aws_process(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[str
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("python -m infra_assets.local_aws did not start") from None
+                    raise RuntimeError("python -m devtools.local_aws did not start") from None
                 time.sleep(0.2)
         for name, value in {
             "AWS_ENDPOINT_URL": endpoint,

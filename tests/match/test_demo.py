@@ -20,7 +20,7 @@ def test_demo_runs_sensor_and_job_and_prints_where_results_are(tmp_path, heatmap
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     data_root = tmp_path / "data"
     result = subprocess.run(
-        [sys.executable, "-m", "gpu_analysis.demo", "--duration-s", "3"],
+        [sys.executable, "-m", "video_assets.demo", "--duration-s", "3"],
         cwd=REPO_ROOT,
         env=subprocess_env(
             DAGSTER_HOME=str(home),
@@ -50,7 +50,7 @@ def test_demo_without_dagster_home_stops_with_one_line(tmp_path, heatmap_model):
     )
     env.pop("DAGSTER_HOME", None)
     result = subprocess.run(
-        [sys.executable, "-m", "gpu_analysis.demo"],
+        [sys.executable, "-m", "video_assets.demo"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -67,7 +67,7 @@ def test_demo_with_a_missing_model_stops_before_any_work(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "gpu_analysis.demo"],
+        [sys.executable, "-m", "video_assets.demo"],
         cwd=REPO_ROOT,
         env=subprocess_env(
             DAGSTER_HOME=str(home),

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,10 +18,10 @@ import pytest
 
 from gpu_analysis.profile import load_profile
 from gpu_analysis.synthetic import generate_match_clip
-from gpu_analysis.workers.reporting import KILL_ONCE_ENV
 from tests.conftest import REPO_ROOT
 from tests.match.sensor_ticks import SensorDriver
 from video_assets.definitions import build_definitions
+from video_assets.resources import GpuWorkers
 
 MAP_FILES = ["temperature_map.npy", "temperature_map_team_0.npy", "temperature_map_team_1.npy"]
 CONTRACT_FILES = {*MAP_FILES, "temperature_map.png", "report.json"}
@@ -99,7 +100,6 @@ def local_env(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
     monkeypatch.setenv("GPU_ANALYSIS_DATA_ROOT", str(pipeline.root / "data"))
     monkeypatch.setenv("GPU_ANALYSIS_MODEL", str(pipeline.model))
     monkeypatch.setenv("GPU_ANALYSIS_SAMPLE_FPS", "5")
-    monkeypatch.delenv(KILL_ONCE_ENV, raising=False)
     return pipeline
 
 
@@ -183,7 +183,14 @@ def test_killed_worker_is_retried_and_gives_identical_outputs(local_env, monkeyp
     clean = clean_run(local_env)
     assert clean.success
     marker = tmp_path / "killed-once"
-    monkeypatch.setenv(KILL_ONCE_ENV, f"preprocess:{marker}")
+    real_command = GpuWorkers.command
+
+    def kill_once_command(self, step):
+        if step != "preprocess":
+            return real_command(self, step)
+        return [sys.executable, "-m", "tests.match.kill_once_worker", step, str(marker)]
+
+    monkeypatch.setattr(GpuWorkers, "command", kill_once_command)
     local_env.drop("killed")
     result = local_env.run("killed")
 

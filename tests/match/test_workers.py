@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from gpu_analysis.engine.records import InferParams
 from gpu_analysis.profile import load_profile
 from video_assets.resources import TERMINATION_ERROR, GpuWorkers
 
@@ -13,14 +14,13 @@ def test_bad_input_in_a_worker_fails_the_step_without_retries(instance, tmp_path
 
     @dg.asset(retry_policy=dg.RetryPolicy(max_retries=3))
     def detections_from_nothing(context) -> dg.MaterializeResult:
-        extras = {
-            "shards_uri": str(tmp_path / "never-preprocessed"),
-            "detections_uri": str(tmp_path / "detections"),
-            "calibration_uri": None,
-            "model": str(heatmap_model),
-            "device": "cpu",
-        }
-        return workers.run(context, "infer", extras)
+        params = InferParams(
+            shards_uri=str(tmp_path / "never-preprocessed"),
+            detections_uri=str(tmp_path / "detections"),
+            model=str(heatmap_model),
+            device="cpu",
+        )
+        return workers.run(context, "infer", params)
 
     result = dg.materialize([detections_from_nothing], instance=instance, raise_on_error=False)
     assert not result.success

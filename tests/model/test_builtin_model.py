@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from gpu_analysis.inference import BUILTIN_MODEL, decode_heatmap
+from gpu_analysis.engine.inference import BUILTIN_MODEL, decode_heatmap
 from training.evaluate import HeldOutClip, evaluate
 
 # Short versions of the model card's held-out clips (other seeds, never used in training;
