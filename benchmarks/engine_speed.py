@@ -26,6 +26,7 @@ from benchmarks.engine_clips import match_clip, repeated_clip, standin_model  # 
 from gpu_analysis.engine import steps  # noqa: E402
 from gpu_analysis.engine.batching import letterbox, letterbox_geometry  # noqa: E402
 from gpu_analysis.engine.inference import BUILTIN_MODEL, OnnxDetector, decode_heatmap  # noqa: E402
+from gpu_analysis.engine.records import DEFAULT_SAMPLE_FPS  # noqa: E402
 from gpu_analysis.engine.video import DecodeStats, iter_sampled_frames, probe  # noqa: E402
 
 
@@ -88,7 +89,7 @@ def main() -> int:
     parser.add_argument("--model", default="auto", help="builtin, standin, a path, or auto")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the rendered clip")
     parser.add_argument("--repeat", type=int, default=3, help="play the clip this many times")
-    parser.add_argument("--sample-fps", type=float, default=5.0)
+    parser.add_argument("--sample-fps", type=float, default=DEFAULT_SAMPLE_FPS)
     args = parser.parse_args()
 
     video, calibration = match_clip(1920, 1080, args.seconds)
