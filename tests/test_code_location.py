@@ -20,9 +20,10 @@ def dagster_home(tmp_path):
     return home
 
 
-def test_definitions_validate(dagster_home):
+def _load(dagster_home, *command: str) -> str:
+    """Run a Dagster CLI command in the repo root; its output, after asserting it succeeded."""
     result = subprocess.run(
-        [str(VENV_BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        [str(VENV_BIN / command[0]), *command[1:]],
         cwd=REPO_ROOT,
         env=subprocess_env(DAGSTER_HOME=str(dagster_home)),
         capture_output=True,
@@ -30,20 +31,17 @@ def test_definitions_validate(dagster_home):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_definitions_validate(dagster_home):
+    _load(dagster_home, "dagster", "definitions", "validate", "-w", "workspace.yaml")
 
 
 def test_dg_check_defs_loads_the_same_code_location(dagster_home):
     # Dagster 1.13 points users to `dg`; pyproject.toml's [tool.dg] aims it at our root.
-    result = subprocess.run(
-        [str(VENV_BIN / "dg"), "check", "defs", "--verbose"],
-        cwd=REPO_ROOT,
-        env=subprocess_env(DAGSTER_HOME=str(dagster_home)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "All definitions loaded successfully" in result.stdout + result.stderr
+    output = _load(dagster_home, "dg", "check", "defs", "--verbose")
+    assert "All definitions loaded successfully" in output
 
 
 def _graphql(port: int, query: str) -> dict:
