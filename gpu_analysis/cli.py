@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.errors import as_user_error
 from gpu_analysis.engine.records import DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_SAMPLE_FPS
 
 
@@ -25,14 +25,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     from gpu_analysis.engine.steps import analyze
 
-    if not args.quiet:
-        # Progress and the engine's one-line notes (which execution provider runs) go to
-        # stdout; stderr is kept for the error line alone.
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        engine_log = logging.getLogger("gpu_analysis")
-        engine_log.addHandler(handler)
-        engine_log.setLevel(logging.INFO)
+    # Progress and the engine's one-line notes (which execution provider runs) go to stdout;
+    # stderr is kept for the error line alone. Quiet leaves the warnings (a clamped rate).
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    engine_log = logging.getLogger("gpu_analysis")
+    engine_log.addHandler(handler)
+    engine_log.setLevel(logging.WARNING if args.quiet else logging.INFO)
 
     last_tenth = -1
 
@@ -105,12 +104,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # Bad input, and what the machine refuses (a full disk, a denied path or S3 object, a
+        # symbolic-link loop, too little memory), is one line; anything else is a bug and keeps
+        # its traceback.
+        error = as_user_error(exc, lasting_only=False)
+        if error is None:
+            raise
+        lines = str(error).splitlines() or [type(exc).__name__]
+        print(f"error: {lines[0]}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -41,7 +41,12 @@ def test_unknown_profile_names_the_bad_value_and_the_choices():
     ("env_name", "value", "message"),
     [
         ("GPU_ANALYSIS_SAMPLE_FPS", "fast", r"'sample_fps'.*not a valid float"),
-        ("GPU_ANALYSIS_SAMPLE_FPS", "0", r"'sample_fps'.*must be > 0"),
+        ("GPU_ANALYSIS_SAMPLE_FPS", "0", r"'sample_fps'.*must be above 0 and at most 60, got 0"),
+        # Each of these once held the T4 slot for good: the sampler never got past frame 0.
+        ("GPU_ANALYSIS_SAMPLE_FPS", "inf", r"'sample_fps'.*at most 60, got inf"),
+        ("GPU_ANALYSIS_SAMPLE_FPS", "1e9", r"'sample_fps'.*at most 60, got 1000000000"),
+        ("GPU_ANALYSIS_INCOMING_SETTLE_S", "-1", r"'incoming_settle_s'.*>= 0 seconds, got -1"),
+        ("GPU_ANALYSIS_INCOMING_SETTLE_S", "nan", r"'incoming_settle_s'.*finite"),
         ("GPU_ANALYSIS_BATCH_SIZE", "2.5", r"'batch_size'.*not a valid int"),
         ("GPU_ANALYSIS_DEVICE", "tpu", r"'device'.*not one of auto, cpu, cuda"),
         ("GPU_ANALYSIS_STORAGE", "ftp", r"'storage'.*not one of local, s3"),

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 
 import numpy as np
 
@@ -13,6 +14,20 @@ from gpu_analysis.engine import storage
 from gpu_analysis.engine.errors import UserError
 
 DEFAULT_PITCH_M = (105.0, 68.0)
+# IFAB Law 1 allows a pitch of at most 120 x 90 m; 10 m more each way leaves room for the run-off
+# a calibration may include. The maps have a cell per square metre, so a typo like 1e6 m would
+# otherwise ask for terabytes.
+MAX_PITCH_M = (130.0, 100.0)
+# A homography needs 4 pairs and a careful calibration uses a few dozen. Fitting costs memory
+# quadratic in the pairs (the SVD of a 2K x 9 system: 6,000 pairs took 2.3 GB), so 500 pairs
+# stay under 10 MB and still allow a dense grid of pitch markings.
+MAX_POINT_PAIRS = 500
+# 500 pairs printed with full precision and indentation take about 70 kB; 1 MiB leaves ample
+# room and is checked before the file is read or parsed.
+MAX_FILE_BYTES = 1 << 20
+# The format nests 3 deep (object, list of pairs, pair); the JSON parser recurses once per level
+# and fails with RecursionError near 1,000, so anything deeper than a few levels is refused first.
+MAX_JSON_DEPTH = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,9 +151,17 @@ def calibration_from_dict(raw: object, label: str = "calibration") -> Calibratio
         raise fail("pitch length_m and width_m must be numbers") from None
     if not (math.isfinite(length_m) and math.isfinite(width_m) and length_m > 0 and width_m > 0):
         raise fail(f"pitch size must be positive metres, got {length_m} x {width_m}")
+    if length_m > MAX_PITCH_M[0] or width_m > MAX_PITCH_M[1]:
+        raise fail(
+            f"pitch of {length_m:g} x {width_m:g} m; at most {MAX_PITCH_M[0]:g} x "
+            f"{MAX_PITCH_M[1]:g} m (length along the touchline x width) is accepted"
+        )
 
     arrays = {}
     for key in ("image_points", "pitch_points"):
+        # Counted before converting, so an oversized list costs nothing more.
+        if isinstance(raw[key], list) and len(raw[key]) > MAX_POINT_PAIRS:
+            raise fail(f"{len(raw[key])} {key}; at most {MAX_POINT_PAIRS} point pairs are accepted")
         try:
             arr = np.asarray(raw[key], dtype=np.float64)
         except (TypeError, ValueError):
@@ -174,12 +197,30 @@ def calibration_from_dict(raw: object, label: str = "calibration") -> Calibratio
     return cal
 
 
+def json_depth(payload: bytes) -> int:
+    """How deep arrays and objects nest in a JSON document, counted without recursing."""
+    # Brackets inside strings do not nest: blank the strings (escapes included) out first.
+    bare = re.sub(rb'"[^"\\]*(?:\\.[^"\\]*)*"', b'""', payload)
+    codes = np.frombuffer(bare, dtype=np.uint8)
+    opens = (codes == ord("[")) | (codes == ord("{"))
+    closes = (codes == ord("]")) | (codes == ord("}"))
+    return int(np.cumsum(opens.astype(np.int64) - closes).max(initial=0))
+
+
 def load_calibration(path: str | os.PathLike) -> Calibration:
     label = str(path)
     if not storage.is_s3(path) and not os.path.isfile(path):
         raise UserError(f"{label}: no such calibration file")
+    payload = storage.read_bytes(path, max_bytes=MAX_FILE_BYTES)
     try:
-        raw = json.loads(storage.read_bytes(path).decode("utf-8"))
+        text = payload.decode("utf-8")
+        depth = json_depth(payload)
+        if depth > MAX_JSON_DEPTH:
+            raise UserError(
+                f"{label}: JSON nested {depth} levels deep; a calibration nests 3 and at most "
+                f"{MAX_JSON_DEPTH} are accepted"
+            )
+        raw = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{label}: not valid JSON ({exc.__class__.__name__}: {exc})") from None
     return calibration_from_dict(raw, label)

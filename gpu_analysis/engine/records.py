@@ -76,6 +76,8 @@ class PreprocessSummary:
     decode_s: float
     preprocess_s: float
     total_s: float
+    # How the run deviated from what was asked (a sample rate above the video's own).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -141,6 +141,7 @@ def build_outputs(
         "report_version": REPORT_VERSION,
         "video": as_plain(facts),
         "sample_fps": decode.get("sample_fps"),
+        "warnings": list(decode.get("warnings", [])),
         "sampled_frames": sampled,
         "frames_decoded": decode.get("frames_decoded"),
         "frames_lost": decode.get("frames_lost", 0),

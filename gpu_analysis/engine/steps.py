@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import queue
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -31,7 +33,7 @@ from gpu_analysis.engine import video as _video
 from gpu_analysis.engine.batching import FrameBatch, Letterbox, iter_batches, letterbox_geometry
 from gpu_analysis.engine.calibration import Calibration
 from gpu_analysis.engine.detections import Detections
-from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.errors import LASTING_OS_ERRORS, UserError, os_error_line
 from gpu_analysis.engine.inference import Detector, OnnxDetector
 from gpu_analysis.engine.records import (
     DEFAULT_BATCH_SIZE,
@@ -58,6 +60,7 @@ QUEUE_BATCHES = 3
 # Without calibration or boxes, assume a player is this fraction of the frame height tall.
 FALLBACK_PLAYER_HEIGHT = 0.06
 PLAYER_HEIGHT_M = 1.8
+log = logging.getLogger("gpu_analysis.engine.steps")
 
 __all__ = [
     "STAGES",
@@ -109,6 +112,8 @@ class MatchRun:
     decode: DecodeStats = dataclasses.field(default_factory=DecodeStats)
     detections_total: int = 0
     infer_s: float = 0.0
+    # What report.json should tell the reader about how the run deviated from what was asked.
+    warnings: list[str] = dataclasses.field(default_factory=list)
     model_info: dict = dataclasses.field(default_factory=dict)
     # Seconds spent before this process took over (the earlier split steps).
     timings: dict = dataclasses.field(default_factory=dict)
@@ -199,6 +204,7 @@ def build_match_outputs(detections: Detections, run: MatchRun) -> MatchOutputs:
             "sample_fps": run.sample_fps,
             "frames_decoded": run.decode.frames_decoded,
             "frames_lost": run.decode.frames_lost,
+            "warnings": run.warnings,
         },
         detections_total=run.detections_total,
     )
@@ -226,9 +232,21 @@ def _model_input_wh(model: str) -> tuple[int, int]:
     return OnnxDetector(model, device="cpu").input_wh
 
 
-def _check_sample_fps(sample_fps: float) -> None:
-    if not sample_fps > 0:
-        raise UserError(f"--sample-fps must be > 0, got {sample_fps}")
+def _sampled_rate(sample_fps: float, facts: VideoFacts, warnings: list[str]) -> float:
+    """The rate a video is sampled at: as asked, or every frame when that asks for more.
+
+    A higher rate is clamped rather than refused: the profile's one rate serves every match,
+    and a video slower than it should still be analysed, frame by frame.
+    """
+    if sample_fps <= facts.fps:
+        return sample_fps
+    warning = (
+        f"sample fps {sample_fps:g} is above the video's {facts.fps:g} fps; "
+        f"every frame was analysed ({facts.fps:g} per second)"
+    )
+    log.warning(warning)
+    warnings.append(warning)
+    return facts.fps
 
 
 def preprocess(
@@ -242,14 +260,17 @@ def preprocess(
 ) -> PreprocessSummary:
     """Decode, sample, letterbox and batch a video into shards for `infer` (the T4 step)."""
     started = time.perf_counter()
-    _check_sample_fps(sample_fps)
+    _video.check_sample_fps(sample_fps)
     input_wh = _model_input_wh(model)
     with storage.local_copy(video_uri) as local_path:
         facts = dataclasses.replace(probe(local_path), path=str(video_uri))
         geometry = letterbox_geometry((facts.width, facts.height), input_wh)
+        warnings: list[str] = []
+        sample_fps = _sampled_rate(sample_fps, facts, warnings)
         run = MatchRun(
             facts=dataclasses.replace(facts, path=str(local_path)),
             sample_fps=sample_fps,
+            warnings=warnings,
             batch_size=batch_size,
             geometry=geometry,
             progress=progress,
@@ -275,6 +296,7 @@ def preprocess(
         decode_s=round(stats.decode_s, 4),
         preprocess_s=round(total_s - stats.decode_s, 4),
         total_s=round(total_s, 4),
+        warnings=tuple(run.warnings),
     )
     shards.write_manifest(
         shards_uri,
@@ -391,8 +413,11 @@ def infer(
 def commit_outputs(out_dir: str | os.PathLike, files: dict[str, bytes]) -> None:
     """Put all files into out_dir at once, as far as the storage allows.
 
-    Locally they are written into a fresh folder beside out_dir and renamed into place, so a
-    failure leaves out_dir as it was (files already there are only ever replaced by name).
+    Locally they are first written whole into a staging folder on out_dir's own file system,
+    so a failure (a full disk) leaves out_dir as it was. A new out_dir is staged beside it and
+    renamed into place: the whole folder appears at once. An existing one is staged inside
+    itself, since it may be a mount point or a link to another disk, which nothing can be
+    renamed over or across; its files are then replaced by name, report.json last.
     On S3 each object is one atomic PUT, and report.json goes last: its presence means done.
     """
     if storage.is_s3(out_dir):
@@ -400,28 +425,43 @@ def commit_outputs(out_dir: str | os.PathLike, files: dict[str, bytes]) -> None:
             storage.write_bytes(storage.join(out_dir, name), files[name])
         return
     out = Path(out_dir).absolute()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a folder; choose another --out")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-        # mkdtemp makes a private folder; the output folder gets the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)
+        try:
+            existing = os.stat(out)  # through links; a link loop is an error, not "missing"
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not stat.S_ISDIR(existing.st_mode):
+            raise UserError(f"{out_dir}: exists and is not a folder; choose another --out")
+        if existing is None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        beside_or_inside = out.parent if existing is None else out
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=beside_or_inside)
+        )
     except OSError as exc:
-        raise UserError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from None
+        raise UserError(
+            f"{out_dir}: cannot create the output folder: {os_error_line(exc, with_paths=False)}"
+        ) from None
     try:
         for name, payload in files.items():
             (staging / name).write_bytes(payload)
-        try:
-            staging.rename(out)  # out did not exist: the whole folder appears at once
-            return
-        except OSError:
-            pass
+        if existing is None:
+            # mkdtemp makes a private folder; the output folder gets the usual permissions.
+            staging.chmod(0o777 & ~storage.umask())
+            try:
+                staging.rename(out)
+                return
+            except OSError:
+                pass  # created meanwhile by someone else: put the files in by name
         # Report last, so a reader that sees a new report.json sees the maps beside it.
         for name in sorted(files, key=lambda n: n == "report.json"):
             os.replace(staging / name, out / name)
+    except OSError as exc:
+        if exc.errno not in LASTING_OS_ERRORS:
+            raise  # a passing fault (an I/O error): a retried step may get past it
+        raise UserError(
+            f"{out_dir}: cannot write the outputs: {os_error_line(exc, with_paths=False)}"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -458,6 +498,7 @@ def aggregate(
             decode_s=pre.decode_s,
         ),
         detections_total=inf.detections_total,
+        warnings=list(pre.warnings),
         model_info=inf.model,
         timings={
             "decode_s": pre.decode_s,
@@ -540,10 +581,12 @@ def analyze(
     ONNX model (tests inject ground-truth detections this way).
     """
     started = time.perf_counter()
-    _check_sample_fps(sample_fps)
+    _video.check_sample_fps(sample_fps)
     with storage.local_copy(video_path) as local_path:
         facts = probe(local_path)
         calibration = load_calibration(calibration_path)
+        warnings: list[str] = []
+        sample_fps = _sampled_rate(sample_fps, facts, warnings)
         if detector is None:
             # One core is left to the decode thread: on an otherwise idle 2-core machine that
             # ran 5.4 s against 6.9 s with the model on both (benchmarks/engine_choices.py).
@@ -560,6 +603,7 @@ def analyze(
             progress=progress,
             decode_reports_progress=False,  # it runs in the decode thread
             model_info=_describe(detector),
+            warnings=warnings,
             started=started,
         )
         producer = _Producer(run_stages("preprocess", facts, run))

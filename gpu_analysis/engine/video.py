@@ -115,11 +115,21 @@ def probe(video_path: str | os.PathLike) -> VideoFacts:
     )
 
 
+def check_sample_fps(sample_fps: float) -> None:
+    if not (math.isfinite(sample_fps) and sample_fps > 0):
+        raise UserError(
+            f"--sample-fps must be a finite number of frames per second above 0, got {sample_fps}"
+        )
+
+
 def sample_indices(fps: float, sample_fps: float) -> Iterator[int]:
-    """Source frame indices nearest to the instants k / sample_fps, each used at most once."""
-    if not sample_fps > 0:
-        raise UserError(f"--sample-fps must be > 0, got {sample_fps}")
-    step = fps / sample_fps
+    """Source frame indices nearest to the instants k / sample_fps, each used at most once.
+
+    Asking for more than the video's own rate gives every frame once.
+    """
+    check_sample_fps(sample_fps)
+    # A step under one frame would only repeat indices: at 1e9 fps, 4e7 of them per frame.
+    step = max(1.0, fps / sample_fps)
     last = -1
     k = 0
     while True:

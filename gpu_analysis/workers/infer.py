@@ -13,7 +13,7 @@ from gpu_analysis.workers.reporting import (
     plain_metadata,
     progress_reporter,
     run_worker,
-    scratch_prefix,
+    scratch_output,
 )
 
 
@@ -21,9 +21,10 @@ def infer(pipes: PipesContext) -> None:
     from gpu_analysis.engine import steps  # the engine loads OpenCV and ONNX Runtime
 
     params = params_from_extras(InferParams, pipes.extras)
-    partial_uri = scratch_prefix(params.detections_uri)
-    storage.remove_prefix(partial_uri)
-    with storage.local_copy(params.calibration_uri) as calibration_path:
+    with (
+        scratch_output(params.detections_uri) as partial_uri,
+        storage.local_copy(params.calibration_uri) as calibration_path,
+    ):
         summary = steps.infer(
             params.shards_uri,
             partial_uri,
@@ -32,7 +33,7 @@ def infer(pipes: PipesContext) -> None:
             calibration_path=calibration_path,
             progress=progress_reporter(pipes, "infer"),
         )
-    storage.replace_prefix(partial_uri, params.detections_uri)
+        storage.replace_prefix(partial_uri, params.detections_uri)
     model = summary.model
     metadata = {
         **plain_metadata(as_plain(summary)),

@@ -13,7 +13,7 @@ from gpu_analysis.workers.reporting import (
     plain_metadata,
     progress_reporter,
     run_worker,
-    scratch_prefix,
+    scratch_output,
 )
 
 
@@ -21,18 +21,16 @@ def preprocess(pipes: PipesContext) -> None:
     from gpu_analysis.engine import steps  # the engine loads OpenCV and ONNX Runtime
 
     params = params_from_extras(PreprocessParams, pipes.extras)
-    partial_uri = scratch_prefix(params.shards_uri)
-    # A killed attempt may have left part of its shards here; start from nothing.
-    storage.remove_prefix(partial_uri)
-    summary = steps.preprocess(
-        params.video_uri,
-        partial_uri,
-        sample_fps=params.sample_fps,
-        model=params.model,
-        batch_size=params.batch_size,
-        progress=progress_reporter(pipes, "preprocess"),
-    )
-    storage.replace_prefix(partial_uri, params.shards_uri)
+    with scratch_output(params.shards_uri) as partial_uri:
+        summary = steps.preprocess(
+            params.video_uri,
+            partial_uri,
+            sample_fps=params.sample_fps,
+            model=params.model,
+            batch_size=params.batch_size,
+            progress=progress_reporter(pipes, "preprocess"),
+        )
+        storage.replace_prefix(partial_uri, params.shards_uri)
     sampled = summary.sampled_frames
     metadata = {
         **plain_metadata(as_plain(summary)),
@@ -44,6 +42,8 @@ def preprocess(pipes: PipesContext) -> None:
     pipes.log.info(
         f"preprocess: {sampled} frames in {summary.shards} shards, {summary.shard_bytes} bytes"
     )
+    for warning in summary.warnings:
+        pipes.log.warning(f"preprocess: {warning}")
     pipes.report_asset_materialization(metadata=metadata)
 
 

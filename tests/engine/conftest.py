@@ -32,6 +32,16 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
 
 
 @pytest.fixture(scope="session")
+def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
+    """A 2 s 640x360 25 fps clip (50 frames): every frame of it analyses in a few seconds."""
+    from gpu_analysis.synthetic import calibration_path_for, generate_match_clip
+
+    video = tmp_path_factory.mktemp("short_clip") / "short.mp4"
+    truth = generate_match_clip(video, seed=5, duration_s=2.0, fps=25.0, width=640, height=360)
+    return Clip(video, calibration_path_for(video), truth)
+
+
+@pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")
     return {
