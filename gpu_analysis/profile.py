@@ -19,6 +19,9 @@ from gpu_analysis.engine.records import DEFAULT_SAMPLE_FPS
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROFILE_ENV = "GPU_ANALYSIS_PROFILE"
+# Match video runs at 25 to 60 frames per second; a higher setting is a typo (500 for 5.00), and
+# the engine would clamp it to every frame of every match, holding the T4 pool for hours.
+MAX_SAMPLE_FPS = 60.0
 ENV_PREFIX = "GPU_ANALYSIS_"
 
 Storage = Literal["local", "s3"]
@@ -51,6 +54,9 @@ class Profile:
     bucket: str = ""
     aws_account_id: str = ""
     sample_fps: float = DEFAULT_SAMPLE_FPS
+    # How long an incoming file must stay unchanged before the sensor takes it: a local copy
+    # that stalls must not pass for a finished one. S3 lists an object only once it is whole.
+    incoming_settle_s: float = 30.0
 
     @property
     def storage_root_uri(self) -> str:
@@ -135,8 +141,10 @@ def _validate(p: Profile) -> None:
     def fail(key: str, problem: str) -> None:
         raise ProfileError(f"{_setting_label(key, p.name)}: {problem}")
 
-    if not p.sample_fps > 0:
-        fail("sample_fps", f"must be > 0, got {p.sample_fps}")
+    if not 0 < p.sample_fps <= MAX_SAMPLE_FPS:  # also refuses NaN and infinity
+        fail("sample_fps", f"must be above 0 and at most {MAX_SAMPLE_FPS:g}, got {p.sample_fps}")
+    if not 0 <= p.incoming_settle_s < float("inf"):  # also refuses NaN: no file would settle
+        fail("incoming_settle_s", f"must be finite and >= 0 seconds, got {p.incoming_settle_s}")
     if p.batch_size < 1:
         fail("batch_size", f"must be >= 1, got {p.batch_size}")
     for key in ("gpu_t4_pool_limit", "gpu_a10g_pool_limit"):

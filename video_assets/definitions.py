@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
@@ -28,14 +31,17 @@ def build_resources(profile: Profile) -> dict[str, object]:
     }
 
 
-def build_definitions(profile: Profile) -> dg.Definitions:
+def build_definitions(
+    profile: Profile, *, clock: Callable[[], float] = time.time
+) -> dg.Definitions:
+    """The area's definitions; `clock` is the sensor's wall clock (tests step it by hand)."""
     local_files = profile.storage == "local"
     process_match = build_process_match(profile)
     sensor = build_match_video_sensor(
         process_match.name,
-        # Local files can still be growing; S3 lists an object only once its upload is done.
-        require_stable=local_files,
+        settle_s=profile.incoming_settle_s,
         interval_s=15 if local_files else 30,
+        clock=clock,
     )
     return dg.Definitions(
         assets=build_assets(profile),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -87,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with dg.DagsterInstance.get() as instance:
         limits = apply_pool_limits(instance, profile)
         print(f"    GPU pools on {os.environ['DAGSTER_HOME']}: {limits}")
-        defs = build_definitions(profile)
+        # The sample was moved into incoming/ whole, by a rename: no copy to wait out.
+        defs = build_definitions(dataclasses.replace(profile, incoming_settle_s=0.0))
         print("2/4 match_video_sensor ticks ...")
         cursor = None
         request = None

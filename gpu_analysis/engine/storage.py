@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.errors import UserError, s3_refusal
 
 # A fixed timestamp inside .npz archives, so the same arrays always give the same bytes.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -75,19 +75,40 @@ def _cached_s3_client(endpoint: str | None, region: str | None, profile: str | N
     return session.client("s3", endpoint_url=endpoint, config=retries)
 
 
-def read_bytes(uri: str | os.PathLike, *, client: Any = None) -> bytes:
+def read_bytes(
+    uri: str | os.PathLike, *, client: Any = None, max_bytes: int | None = None
+) -> bytes:
+    """The whole content; with `max_bytes`, a larger file is refused before it is read."""
     uri = str(uri)
     if is_s3(uri):
         bucket, key = split_s3(uri)
         client = client or s3_client()
         try:
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            response = client.get_object(Bucket=bucket, Key=key)
         except client.exceptions.NoSuchKey:
             raise UserError(f"{uri}: no such object") from None
+        except client.exceptions.ClientError as exc:
+            refused = s3_refusal(exc, uri)
+            if refused is None:
+                raise
+            raise refused from None
+        with contextlib.closing(response["Body"]) as body:
+            _check_size(uri, response["ContentLength"], max_bytes)
+            return body.read()
     path = Path(uri)
     if not path.is_file():
         raise UserError(f"{uri}: no such file")
-    return path.read_bytes()
+    with path.open("rb") as f:
+        _check_size(uri, os.fstat(f.fileno()).st_size, max_bytes)
+        return f.read()
+
+
+def _check_size(uri: str, size_bytes: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size_bytes > max_bytes:
+        raise UserError(
+            f"{uri}: {size_bytes:,} bytes; at most {max_bytes:,} are accepted here, "
+            "check that it is the right file"
+        )
 
 
 def write_bytes(uri: str | os.PathLike, payload: bytes, *, client: Any = None) -> None:
@@ -102,12 +123,31 @@ def write_bytes(uri: str | os.PathLike, payload: bytes, *, client: Any = None) -
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes a private file; a stored file gets the usual permissions, as open() gives.
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write (a full disk) names no file by itself
         raise
+
+
+def umask() -> int:
+    """The process's file mode creation mask.
+
+    Read from /proc where it can be: the portable way sets it to read it, and for that instant
+    it applies to the files other threads create.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def exists(uri: str | os.PathLike) -> bool:
@@ -150,7 +190,17 @@ class StoredObject:
     uri: str
     name: str  # relative to the listed prefix, "/"-separated
     size_bytes: int
-    version: str  # the S3 ETag, or size and mtime in nanoseconds for a local file
+    version: str  # the S3 ETag, or a local file's `local_version`
+
+
+def local_version(stat: os.stat_result) -> str:
+    """What a local file's listing version is made of: size, mtime, inode and ctime.
+
+    ctime changes on every write and rename and, unlike mtime, cannot be set back (`touch -r`),
+    so a same-size replacement that kept the old mtime still gets a new version. A version is
+    a cheap signature, not a checksum: the same bytes copied again get a new one too.
+    """
+    return f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}-{stat.st_ctime_ns}"
 
 
 def _prefix_key(uri: str) -> tuple[str, str]:
@@ -189,7 +239,7 @@ def list_objects(prefix_uri: str, *, client: Any = None) -> list[StoredObject]:
                     uri=str(path),
                     name=path.relative_to(root).as_posix(),
                     size_bytes=stat.st_size,
-                    version=f"{stat.st_size}-{stat.st_mtime_ns}",
+                    version=local_version(stat),
                 )
             )
     return sorted(found, key=lambda o: o.name)
@@ -207,6 +257,9 @@ def fetch(uri: str, local_path: Path, *, client: Any = None) -> Path:
         except Exception as exc:
             if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 raise UserError(f"{uri}: no such object") from None
+            refused = s3_refusal(exc, uri)
+            if refused is not None:
+                raise refused from None
             raise
     else:
         if not Path(uri).is_file():
@@ -228,6 +281,27 @@ def local_copy(uri: str | os.PathLike | None, *, client: Any = None) -> Iterator
     with tempfile.TemporaryDirectory(prefix="gpu-analysis-input-") as scratch:
         name = Path(split_s3(uri)[1]).name or "object"
         yield fetch(uri, Path(scratch) / name, client=client)
+
+
+def copy_file(source_uri: str, target_uri: str, *, client: Any = None) -> None:
+    """Copy one file within one kind of storage; the target appears whole or not at all."""
+    if is_s3(source_uri) != is_s3(target_uri):
+        raise ValueError(f"cannot copy {source_uri} to {target_uri}: different kinds of storage")
+    if is_s3(source_uri):
+        client = client or s3_client()
+        bucket, key = split_s3(source_uri)
+        target_bucket, target_key = split_s3(target_uri)
+        try:
+            # Managed copy: server side, multipart above 8 MB, so a 5 GB+ match copies too.
+            client.copy({"Bucket": bucket, "Key": key}, target_bucket, target_key)
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise UserError(f"{source_uri}: no such object") from None
+            raise
+        return
+    if not Path(source_uri).is_file():
+        raise UserError(f"{source_uri}: no such file")
+    put_file(Path(source_uri), target_uri)
 
 
 def put_file(local_path: Path, uri: str, *, client: Any = None) -> None:

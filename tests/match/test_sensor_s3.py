@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from tests.match.conftest import BUCKET
 from tests.match.sensor_ticks import SensorDriver
+from video_assets import sensors
 
 CALIBRATION = b'{"pitch": {"length_m": 105, "width_m": 68}}'
 
@@ -34,11 +36,45 @@ def test_replaced_object_gives_a_new_run(s3_staging, instance):
     driver = SensorDriver(instance)
     put_match(s3_staging, "m1", b"first cut" * 100)
     [first] = driver.tick()
-    put_match(s3_staging, "m1", b"second cut" * 100, calibration=False)
+    put_match(s3_staging, "m1", b"other cut" * 100, calibration=False)  # the same size
     [second] = driver.tick()
     assert second.partition_key == "m1"
     assert second.run_key != first.run_key
     assert driver.tick() == []
+
+
+def test_suffixes_match_in_any_case_and_the_run_names_the_objects(s3_staging, instance):
+    driver = SensorDriver(instance)
+    s3_staging.put_object(Bucket=BUCKET, Key="incoming/M1.MP4", Body=b"video" * 100)
+    s3_staging.put_object(Bucket=BUCKET, Key="incoming/M1.Calibration.JSON", Body=CALIBRATION)
+    [run] = driver.tick()
+    assert run.partition_key == "M1"
+    video_etag = s3_staging.head_object(Bucket=BUCKET, Key="incoming/M1.MP4")["ETag"]
+    calibration_etag = s3_staging.head_object(Bucket=BUCKET, Key="incoming/M1.Calibration.JSON")[
+        "ETag"
+    ]
+    version = sensors.match_version(video_etag.strip('"'), calibration_etag.strip('"'))
+    assert run.run_key == f"M1@{version}"
+    assert run.tags["gpu-analysis/video"] == f"s3://{BUCKET}/incoming/M1.MP4"
+    assert run.tags["gpu-analysis/calibration"] == f"s3://{BUCKET}/incoming/M1.Calibration.JSON"
+    assert run.tags["gpu-analysis/version"] == version
+    assert driver.tick() == []
+
+
+def test_cursor_of_the_previous_sensor_version_repeats_no_match(s3_staging, instance):
+    put_match(s3_staging, "m1", b"video" * 100)
+    etags = [
+        s3_staging.head_object(Bucket=BUCKET, Key=f"incoming/m1{suffix}")["ETag"].strip('"')
+        for suffix in (".mp4", ".calibration.json")
+    ]
+    # What the sensor before content hashing stored after submitting m1 (cursor version 1).
+    old_cursor = json.dumps(
+        {"v": 1, "seen": {}, "submitted": {"m1": sensors.match_version(*etags)}, "rejected": []}
+    )
+    driver = SensorDriver(instance, cursor=old_cursor)
+    assert driver.tick() == []
+    put_match(s3_staging, "m1", b"video, re-encoded" * 100)
+    assert [r.partition_key for r in driver.tick()] == ["m1"]
 
 
 def test_upload_in_progress_gives_no_run_until_complete(s3_staging, instance):
