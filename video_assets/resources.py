@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +29,50 @@ from gpu_analysis.engine.records import (
     as_plain,
     from_plain,
 )
+from gpu_analysis.processes import process_running
 from gpu_analysis.profile import Profile
-from gpu_analysis.workers.reporting import ERROR_FILE_ENV
+from gpu_analysis.run_launcher import run_process
+from gpu_analysis.workers.reporting import ERROR_FILE_ENV, OWNER_GONE_EXIT, OWNER_PIDS_ENV
 from video_assets.layout import MatchLayout
 from video_assets.pod_specs import STEPS, Step, StepPod, step_pod
 
 TERMINATION_ERROR = re.compile(r'failed with message: "(error: [^"\n]*)\n?"')
+
+# Step timeouts: a fixed start allowance plus seconds per second of video.
+# A worker process starts in about 0.5 s on the 2-core development machine (Python, OpenCV and
+# ONNX Runtime imports; ad hoc). The rest of the allowance is for staging, where the pod's
+# deadline (activeDeadlineSeconds) also counts pulling the multi-GB GPU worker image onto a
+# fresh node: not measured, a margin.
+STEP_START_S = 300.0
+# The slowest figures in docs/benchmarks.md, all on the shared 2-core machine without a GPU:
+# decoding at 6.24x real time (0.16 s a video second), the model at 35 frames/s through the
+# engine's full path (0.14 s a video second at 5 sampled frames a second), the whole naive
+# decode-and-model loop at 1.26x real time under the heaviest load (0.79 s). preprocess gets 6x
+# its slowest figure; infer 2.5x the slowest whole loop, room for a higher sample rate on a CPU.
+STEP_S_PER_VIDEO_S: dict[str, float] = {"preprocess": 1.0, "infer": 2.0}
+# A stopped worker gets this long to clear its partial output (SIGINT) before SIGKILL.
+STOP_GRACE_S = 10.0
+
+
+def step_timeout_s(duration_s: float, step: str) -> float:
+    """How long the GPU step `step` may run for a video of `duration_s` seconds."""
+    if step not in STEP_S_PER_VIDEO_S:
+        raise ValueError(f"unknown GPU step {step!r}: expected one of {sorted(STEP_S_PER_VIDEO_S)}")
+    if not (math.isfinite(duration_s) and duration_s >= 0):
+        raise ValueError(f"video duration must be finite seconds >= 0, got {duration_s}")
+    return STEP_START_S + STEP_S_PER_VIDEO_S[step] * duration_s
+
+
+def overrun_line(step: str, timeout_s: float, video_duration_s: float | None) -> str:
+    """The one-line failure of a step stopped at its limit (a rerun would overrun again)."""
+    line = f"error: {step} ran past its {_seconds(timeout_s)} s limit"
+    if video_duration_s is not None:
+        line += f" for a {_seconds(video_duration_s)} s video"
+    return line
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value, 1):g}"
 
 
 class MatchStorage(dg.ConfigurableResource):
@@ -43,12 +85,15 @@ class MatchStorage(dg.ConfigurableResource):
     root_uri: str
     scratch_dir: str
     s3: S3Resource
+    # Delivered versions kept per match (results/<match_id>/versions/); the current one always.
+    versions_kept: int = 3
 
     @property
     def layout(self) -> MatchLayout:
         return MatchLayout(self.root_uri)
 
-    def _client(self) -> Any:
+    def client(self) -> Any:
+        """The S3 client for this storage, or None when it is a local folder."""
         if not storage.is_s3(self.root_uri):
             return None
         return storage.s3_client(
@@ -59,23 +104,26 @@ class MatchStorage(dg.ConfigurableResource):
         return Path(self.scratch_dir, match_id, *names)
 
     def list(self, prefix_uri: str) -> list[storage.StoredObject]:
-        return storage.list_objects(prefix_uri, client=self._client())
+        return storage.list_objects(prefix_uri, client=self.client())
 
     def list_incoming(self) -> list[storage.StoredObject]:
         return self.list(self.layout.incoming_uri)
 
     def local_copy(self, uri: str) -> contextlib.AbstractContextManager[Path]:
         """`uri` as a local file inside the block (a temporary copy of an S3 object)."""
-        return storage.local_copy(uri, client=self._client())
+        return storage.local_copy(uri, client=self.client())
+
+    def copy(self, source_uri: str, target_uri: str) -> None:
+        storage.copy_file(source_uri, target_uri, client=self.client())
 
     def put_file(self, local_path: Path, uri: str) -> None:
-        storage.put_file(local_path, uri, client=self._client())
+        storage.put_file(local_path, uri, client=self.client())
 
     def put_bytes(self, payload: bytes, uri: str) -> None:
-        storage.write_bytes(uri, payload, client=self._client())
+        storage.write_bytes(uri, payload, client=self.client())
 
     def read_json(self, uri: str) -> Any:
-        return json.loads(storage.read_bytes(uri, client=self._client()))
+        return json.loads(storage.read_bytes(uri, client=self.client()))
 
     def read_record(self, cls: type[Record], uri: str) -> Record:
         return from_plain(cls, self.read_json(uri))
@@ -86,13 +134,13 @@ class MatchStorage(dg.ConfigurableResource):
         self.put_bytes(json.dumps(value, indent=2, sort_keys=True).encode(), uri)
 
     def remove(self, prefix_uri: str) -> None:
-        storage.remove_prefix(prefix_uri, client=self._client())
+        storage.remove_prefix(prefix_uri, client=self.client())
 
     def remove_file(self, uri: str) -> None:
-        storage.remove_file(uri, client=self._client())
+        storage.remove_file(uri, client=self.client())
 
     def replace(self, source_uri: str, target_uri: str) -> None:
-        storage.replace_prefix(source_uri, target_uri, client=self._client())
+        storage.replace_prefix(source_uri, target_uri, client=self.client())
 
 
 class AnalysisSettings(dg.ConfigurableResource):
@@ -124,43 +172,101 @@ class GpuWorkers:
         return [python, "-m", f"gpu_analysis.workers.{step}"]
 
     def run(
-        self, context: AssetExecutionContext, step: Step, params: PreprocessParams | InferParams
+        self,
+        context: AssetExecutionContext,
+        step: Step,
+        params: PreprocessParams | InferParams,
+        timeout_s: float | None = None,
+        *,
+        video_duration_s: float | None = None,
     ) -> dg.MaterializeResult:
-        """Run the step's worker; bad input fails the step without retries, with its message."""
+        """Run the step's worker; bad input fails the step without retries, with its message.
+
+        A worker still running after `timeout_s` (see `step_timeout_s`) is stopped and the step
+        fails with one line (`overrun_line`, which names `video_duration_s`), without retries:
+        the same input would overrun again.
+        """
         extras = as_plain(params)
         if self.execution == "subprocess":
-            invocation = self._run_process(context, step, extras)
+            invocation = self._run_process(context, step, extras, timeout_s, video_duration_s)
         else:
-            invocation = self._run_pod(context, step, extras)
+            invocation = self._run_pod(context, step, extras, timeout_s, video_duration_s)
         return invocation.get_materialize_result()
 
     def _run_process(
-        self, context: AssetExecutionContext, step: Step, extras: dict[str, Any]
+        self,
+        context: AssetExecutionContext,
+        step: Step,
+        extras: dict[str, Any],
+        timeout_s: float | None,
+        video_duration_s: float | None,
     ) -> dg.PipesClientCompletedInvocation:
+        # dg.PipesSubprocessClient cannot stop its process at a deadline, and on an interrupt it
+        # waits for the process after SIGINT without killing it: this is its launch, with both.
         fd, error_file = tempfile.mkstemp(prefix=f"gpu-analysis-{step}-", suffix=".error")
         os.close(fd)
+        env = {ERROR_FILE_ENV: error_file, OWNER_PIDS_ENV: _owner_pids(context)}
         try:
-            return dg.PipesSubprocessClient().run(
+            with dg.open_pipes_session(
                 context=context,
-                command=self.command(step),
+                context_injector=dg.PipesTempFileContextInjector(),
+                message_reader=dg.PipesTempFileMessageReader(),
                 extras=extras,
-                env={ERROR_FILE_ENV: error_file},
-            )
-        except DagsterPipesExecutionError:
-            line = Path(error_file).read_text().strip()
-            if line:
-                raise dg.Failure(description=line, allow_retries=False) from None
-            raise  # killed or crashed: the retry policy decides
+            ) as session:
+                worker = subprocess.Popen(
+                    self.command(step),
+                    env={**os.environ, **env, **session.get_bootstrap_env_vars()},
+                )
+                try:
+                    returncode = worker.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    _stop(worker)
+                    raise _overrun(step, timeout_s, video_duration_s) from None
+                finally:
+                    _stop(worker)  # the step was interrupted (run terminated) or failed here
+                if returncode != 0:
+                    line = Path(error_file).read_text().strip()
+                    if line:
+                        raise dg.Failure(description=line, allow_retries=False)
+                    if returncode == OWNER_GONE_EXIT:
+                        # Nobody is left to run a retry: the run's process has died.
+                        raise dg.Failure(
+                            description=f"error: {step} stopped: the process of its run is gone",
+                            allow_retries=False,
+                        )
+                    # Killed or crashed: the retry policy decides.
+                    raise DagsterPipesExecutionError(
+                        f"the {step} worker ended with status {returncode}"
+                    )
+            return dg.PipesClientCompletedInvocation(session)
         finally:
             Path(error_file).unlink(missing_ok=True)
 
     def _run_pod(
-        self, context: AssetExecutionContext, step: Step, extras: dict[str, Any]
+        self,
+        context: AssetExecutionContext,
+        step: Step,
+        extras: dict[str, Any],
+        timeout_s: float | None,
+        video_duration_s: float | None,
     ) -> dg.PipesClientCompletedInvocation:
         from dagster_k8s import PipesK8sClient
         from dagster_k8s.client import DagsterK8sError
 
         pod = self.pods[step]
+        spec = dict(pod.spec)
+        limits: dict[str, float] = {}
+        if timeout_s is not None:
+            # The kubelet ends the pod at its deadline even when nobody is left to delete it.
+            # PipesK8sClient.run deletes the pod in a `finally` (dagster_k8s/pipes.py), so an
+            # interrupted step (run terminated, SIGTERM to the run pod) takes its pod along; a
+            # run pod killed outright runs no `finally`, and build_pod_body sets no
+            # ownerReferences, so this deadline is then what stops the step pod.
+            spec["activeDeadlineSeconds"] = math.ceil(timeout_s)
+            # PipesK8sClient follows the pod's log until the container ends and only then waits
+            # with this timeout: a backstop for a log stream that ended early.
+            limits["pod_wait_timeout"] = timeout_s
+        started_s = time.monotonic()
         try:
             return PipesK8sClient().run(
                 context=context,
@@ -169,11 +275,49 @@ class GpuWorkers:
                 command=self.command(step),
                 namespace=self.namespace,
                 base_pod_meta=pod.meta,
-                base_pod_spec=pod.spec,
+                base_pod_spec=spec,
+                **limits,
             )
         except DagsterK8sError as exc:
+            if timeout_s is not None and time.monotonic() - started_s >= timeout_s:
+                raise _overrun(step, timeout_s, video_duration_s) from None
             # The worker's error line comes back as the container's termination message.
             found = TERMINATION_ERROR.search(str(exc))
             if found:
                 raise dg.Failure(description=found.group(1), allow_retries=False) from None
             raise
+
+
+def _overrun(step: str, timeout_s: float, video_duration_s: float | None) -> dg.Failure:
+    # A deterministic overrun: a retry would take as long again, holding the GPU slot.
+    return dg.Failure(
+        description=overrun_line(step, timeout_s, video_duration_s), allow_retries=False
+    )
+
+
+def _owner_pids(context: AssetExecutionContext) -> str:
+    """The processes whose death ends the worker: this step's, and the run's when it is another.
+
+    Dagster's multiprocess executor runs a step in a child of the run process, and that child
+    lives on when the run process is killed: the worker watches both (OWNER_PIDS_ENV).
+    """
+    pids = [os.getpid()]
+    found = run_process(context.instance, context.run.run_id)
+    # The run's process is this one or an ancestor, so it runs; if it seems not to, the
+    # lookup is wrong and watching it would stop a healthy worker.
+    if found is not None and found.pid != os.getpid() and process_running(found.pid):
+        pids.append(found.pid)
+    return " ".join(str(pid) for pid in pids)
+
+
+def _stop(worker: subprocess.Popen) -> None:
+    """End `worker` if it still runs: SIGINT so it clears its partial output, then SIGKILL."""
+    if worker.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        worker.send_signal(signal.SIGINT)
+    try:
+        worker.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
