@@ -1,10 +1,14 @@
 """The match assets: video -> frames -> detections -> temperature map -> delivery.
 
 Each asset moves its large data through storage (shards, arrays, files) and returns only
-metadata, so nothing large is ever pickled through an IO manager.
+metadata, so nothing large is ever pickled through an IO manager. (No `from __future__ import
+annotations` here: Dagster reads the `context` annotation as a type when it defines an asset.)
 """
 
 import base64
+import contextlib
+import dataclasses
+import errno
 import hashlib
 import json
 import shutil
@@ -18,12 +22,13 @@ from gpu_analysis.engine import storage as stored
 from gpu_analysis.engine.errors import UserError
 from gpu_analysis.engine.records import InferParams, PreprocessParams
 from gpu_analysis.profile import Profile
-from video_assets.layout import VIDEO_RECORD, MatchVideo
+from video_assets.delivery import Superseded, new_version_id, publish
+from video_assets.layout import MANIFEST, VIDEO_RECORD, MatchLayout, MatchVideo, check_match_id
 from video_assets.partitions import matches
-from video_assets.resources import AnalysisSettings, GpuWorkers, MatchStorage
+from video_assets.resources import AnalysisSettings, GpuWorkers, MatchStorage, step_timeout_s
+from video_assets.sensors import CALIBRATION_TAG, VIDEO_TAG
 
 GROUP = "match_analysis"
-MANIFEST = "manifest.json"
 PREVIEW_WIDTH_PX = 360  # the map shown inline in the Dagster UI; the full PNG is delivered
 
 
@@ -38,6 +43,103 @@ def gpu_retry_policy(execution: str) -> dg.RetryPolicy:
     return dg.RetryPolicy(max_retries=3, delay=delay_s, backoff=dg.Backoff.EXPONENTIAL)
 
 
+# Writes that fail like this fail again on a retry: a person has to make room or grant access.
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+# Storage steps retry throttling and brief outages (S3 503 SlowDown, a dropped connection).
+STORAGE_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFiles:
+    """Where one run of one match keeps its files: its own work folder, shared with no other
+    run (a re-execution shares its root run's folder, so it finds the earlier steps' output)."""
+
+    match_id: str
+    run_key: str
+    layout: MatchLayout
+
+    @classmethod
+    def of(cls, context: AssetExecutionContext, storage: MatchStorage) -> "RunFiles":
+        try:
+            match_id = check_match_id(context.partition_key)
+        except UserError as exc:
+            raise _user_failure(exc) from None
+        run = context.run
+        return cls(match_id, run.root_run_id or run.run_id, storage.layout)
+
+    def work(self, *names: str) -> str:
+        return self.layout.work_uri(self.match_id, self.run_key, *names)
+
+    def record(self, storage: MatchStorage) -> MatchVideo:
+        """What match_video checked in this run; a clear failure when it did not run here."""
+        try:
+            return storage.read_record(MatchVideo, self.work(VIDEO_RECORD))
+        except UserError:
+            raise dg.Failure(
+                description=f"error: {self.match_id}: this run has no checked video "
+                f"({self.work(VIDEO_RECORD)}); materialize the whole match (the process_match "
+                "job, or match_video with everything downstream): each run keeps its own files",
+                allow_retries=False,
+            ) from None
+
+
+def _incoming_version(storage: MatchStorage, video_uri: str, calibration_uri: str) -> str | None:
+    """How the incoming files look now (their listing versions), or None if one is gone."""
+    listed = {item.uri: item.version for item in storage.list(storage.layout.incoming_uri)}
+    if video_uri not in listed or calibration_uri not in listed:
+        return None
+    return f"{listed[video_uri]}|{listed[calibration_uri]}"
+
+
+def _newer_content(
+    storage: MatchStorage, record: MatchVideo, sources: tuple[str, str]
+) -> str | None:
+    """Why this run's content is no longer the match's newest, or None if it still is.
+
+    Newer content is a replaced video or calibration in incoming/: the sensor starts a run for
+    it, and only that run may deliver. Files removed from incoming/ after the run started leave
+    nothing newer, so the run still delivers. A local file whose listing changed but whose
+    content did not (copied again, touched, chmod-ed) is not newer: the sensor, which versions
+    local files by content, starts no run for it, so this run must still deliver.
+    """
+    now = _incoming_version(storage, *sources)
+    if now is None or now == record.incoming_version:
+        return None
+    if not stored.is_s3(sources[0]) and _same_content(record, sources):
+        return None
+    return (
+        f"superseded: {sources[0]} or its calibration changed after this run started; "
+        "the run for the new content delivers"
+    )
+
+
+def _same_content(record: MatchVideo, sources: tuple[str, str]) -> bool:
+    try:
+        return (
+            stored.sha256_file(Path(sources[0])) == record.sha256
+            and stored.sha256_file(Path(sources[1])) == record.calibration_sha256
+        )
+    except OSError:  # replaced or removed while read: not the same file any more
+        return False
+
+
+def _sources(context: AssetExecutionContext, files: RunFiles) -> tuple[str, str]:
+    tags = context.run.tags
+    return (
+        tags.get(VIDEO_TAG) or files.layout.video_uri(files.match_id),
+        tags.get(CALIBRATION_TAG) or files.layout.calibration_uri(files.match_id),
+    )
+
+
+def _stop_if_superseded(
+    context: AssetExecutionContext, storage: MatchStorage, files: RunFiles, record: MatchVideo
+) -> None:
+    # Checked before each GPU step too, so a superseded run frees its GPU slot early.
+    reason = _newer_content(storage, record, _sources(context, files))
+    if reason:
+        raise dg.Failure(description=f"error: {files.match_id}: {reason}", allow_retries=False)
+
+
 def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
     execution = profile.execution
     retry = gpu_retry_policy(execution)
@@ -46,37 +148,66 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
     def match_video(
         context: AssetExecutionContext, storage: MatchStorage, settings: AnalysisSettings
     ) -> dg.MaterializeResult:
-        """The incoming video: size, checksum, codec, duration, fps, resolution; its calibration."""
+        """The incoming video: size, checksum, codec, duration, fps, resolution; its calibration.
+
+        Both are copied into the run's own folder first: the run analyses that snapshot, so a
+        file replaced in incoming/ meanwhile never mixes into it.
+        """
         from gpu_analysis.engine import steps
         from gpu_analysis.engine.inference import resolve_model
 
-        match_id = context.partition_key
-        layout = storage.layout
-        video_uri = layout.video_uri(match_id)
-        calibration_uri = layout.calibration_uri(match_id)
-        # The workers read the video from S3 themselves: the local copy goes when checked.
+        files = RunFiles.of(context, storage)
+        video_source, calibration_source = _sources(context, files)
+        suffix = Path(video_source).suffix.lower() or ".mp4"
+        video_uri = files.work("input", "video" + suffix)
+        calibration_uri = files.work("input", "calibration.json")
+        # Errors name the user's files, not the run's copies of them.
+        renames = {video_uri: video_source, calibration_uri: calibration_source}
         try:
+            incoming_version = _incoming_version(storage, video_source, calibration_source)
+            if incoming_version is None:
+                raise UserError(
+                    f"{video_source} and {calibration_source} must both be in incoming/"
+                )
+            storage.copy(video_source, video_uri)
+            storage.copy(calibration_source, calibration_uri)
             with (
                 storage.local_copy(video_uri) as video_path,
                 storage.local_copy(calibration_uri) as calibration_path,
             ):
+                renames[str(video_path)] = video_source
+                renames[str(calibration_path)] = calibration_source
                 facts = steps.probe(video_path)
                 calibration = steps.load_calibration(calibration_path)
                 # The workers run the same image: a missing model fails here, not after retries.
                 resolve_model(settings.model)
                 sha256 = stored.sha256_file(Path(video_path))
+                calibration_sha256 = stored.sha256_file(Path(calibration_path))
         except UserError as exc:
-            raise _user_failure(exc) from None
-        record = MatchVideo(match_id, video_uri, calibration_uri, sha256, facts)
-        storage.write_json(record, layout.work_uri(match_id, VIDEO_RECORD))
+            storage.remove(files.work())  # nothing of a refused run stays behind
+            message = str(exc)
+            for copy, source in renames.items():
+                message = message.replace(copy, source)
+            raise _user_failure(UserError(message)) from None
+        facts = dataclasses.replace(facts, path=video_source)
+        record = MatchVideo(
+            match_id=files.match_id,
+            video_uri=video_uri,
+            calibration_uri=calibration_uri,
+            sha256=sha256,
+            facts=facts,
+            incoming_version=incoming_version,
+            calibration_sha256=calibration_sha256,
+        )
+        storage.write_json(record, files.work(VIDEO_RECORD))
         context.log.info(
             f"{facts.width}x{facts.height} {facts.codec}, {facts.duration_s:.1f} s at "
             f"{facts.fps:g} fps, sha256 {sha256[:12]}; calibration with "
-            f"{len(calibration.image_points_px)} points"
+            f"{len(calibration.image_points_px)} points; snapshot in {files.work('input')}"
         )
         return dg.MaterializeResult(
             metadata={
-                "video_uri": video_uri,
+                "video_uri": video_source,
                 "size_bytes": facts.size_bytes,
                 "sha256": sha256,
                 "codec": facts.codec,
@@ -86,6 +217,7 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
                 "resolution": f"{facts.width}x{facts.height}",
                 "calibration_points": len(calibration.image_points_px),
                 "pitch_m": f"{calibration.length_m:g}x{calibration.width_m:g}",
+                "work_uri": files.work(),
             },
             data_version=dg.DataVersion(sha256),
         )
@@ -106,15 +238,23 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
         gpu_workers: dg.ResourceParam[GpuWorkers],
     ) -> dg.MaterializeResult:
         """Decoded, sampled, resized frames in batch shards: the T4 preprocessing step."""
-        match_id = context.partition_key
+        files = RunFiles.of(context, storage)
+        record = files.record(storage)
+        _stop_if_superseded(context, storage, files, record)
         params = PreprocessParams(
-            video_uri=storage.layout.video_uri(match_id),
-            shards_uri=storage.layout.work_uri(match_id, "shards"),
+            video_uri=record.video_uri,
+            shards_uri=files.work("shards"),
             sample_fps=settings.sample_fps,
             model=settings.model,
             batch_size=settings.batch_size,
         )
-        return gpu_workers.run(context, "preprocess", params)
+        return gpu_workers.run(
+            context,
+            "preprocess",
+            params,
+            timeout_s=step_timeout_s(record.facts.duration_s, "preprocess"),
+            video_duration_s=record.facts.duration_s,
+        )
 
     @dg.asset(
         group_name=GROUP,
@@ -132,32 +272,45 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
         gpu_workers: dg.ResourceParam[GpuWorkers],
     ) -> dg.MaterializeResult:
         """Player foot points found by the heat-map model in every shard: the A10G step."""
-        match_id = context.partition_key
+        files = RunFiles.of(context, storage)
+        record = files.record(storage)
+        _stop_if_superseded(context, storage, files, record)
         params = InferParams(
-            shards_uri=storage.layout.work_uri(match_id, "shards"),
-            detections_uri=storage.layout.work_uri(match_id, "detections"),
-            calibration_uri=storage.layout.calibration_uri(match_id),
+            shards_uri=files.work("shards"),
+            detections_uri=files.work("detections"),
+            calibration_uri=record.calibration_uri,
             model=settings.model,
             device=settings.device,
         )
-        return gpu_workers.run(context, "infer", params)
+        return gpu_workers.run(
+            context,
+            "infer",
+            params,
+            timeout_s=step_timeout_s(record.facts.duration_s, "infer"),
+            video_duration_s=record.facts.duration_s,
+        )
 
-    @dg.asset(group_name=GROUP, partitions_def=matches, deps=[match_detections], kinds={"python"})
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=matches,
+        deps=[match_detections],
+        retry_policy=STORAGE_RETRY,
+        kinds={"python"},
+    )
     def match_temperature_map(
         context: AssetExecutionContext, storage: MatchStorage, settings: AnalysisSettings
     ) -> dg.MaterializeResult:
         """Maps overall and per team, zones, the PNG and the report, staged for delivery."""
         from gpu_analysis.engine import steps
 
-        match_id = context.partition_key
-        layout = storage.layout
-        record = storage.read_record(MatchVideo, layout.work_uri(match_id, VIDEO_RECORD))
-        out_dir = storage.scratch(match_id, "maps")
+        files = RunFiles.of(context, storage)
+        record = files.record(storage)
+        out_dir = storage.scratch(files.match_id, files.run_key, "maps")
         try:
             with storage.local_copy(record.calibration_uri) as calibration_path:
                 shutil.rmtree(out_dir, ignore_errors=True)
                 report = steps.aggregate(
-                    layout.work_uri(match_id, "detections"),
+                    files.work("detections"),
                     calibration_path,
                     out_dir,
                     video_facts=record.facts,
@@ -167,7 +320,7 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
         except UserError as exc:
             raise _user_failure(exc) from None
         preview = _inline_png(out_dir / "temperature_map.png")
-        maps_uri = layout.work_uri(match_id, "maps")
+        maps_uri = files.work("maps")
         if stored.is_s3(maps_uri):
             storage.remove(maps_uri)
             for path in sorted(out_dir.iterdir()):
@@ -188,47 +341,65 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
         )
 
     @dg.asset(
-        group_name=GROUP, partitions_def=matches, deps=[match_temperature_map], kinds={"python"}
+        group_name=GROUP,
+        partitions_def=matches,
+        deps=[match_temperature_map],
+        retry_policy=STORAGE_RETRY,
+        kinds={"python"},
     )
     def match_delivery(
         context: AssetExecutionContext, storage: MatchStorage
     ) -> dg.MaterializeResult:
-        """The results published to results/<match_id>/, with the manifest written last."""
-        match_id = context.partition_key
-        layout = storage.layout
-        maps_uri = layout.work_uri(match_id, "maps")
-        target_uri = layout.delivery_uri(match_id)
+        """The results published to results/<match_id>/ as a new version, switched in whole.
+
+        Only the run of the match's newest content publishes; the previous delivery stays
+        current and intact until the switch, and also when anything fails before it.
+        """
+        files = RunFiles.of(context, storage)
+        record = files.record(storage)
+        sources = _sources(context, files)
+        maps_uri = files.work("maps")
         staged = [o for o in storage.list(maps_uri) if "/" not in o.name]
         if not staged:
             raise dg.Failure(description=f"error: {maps_uri}: nothing staged to deliver")
-        # Take the old manifest down first: while files change, readers see "not ready".
-        manifest_uri = layout.delivery_uri(match_id, MANIFEST)
-        storage.remove_file(manifest_uri)
-        staged_names = {item.name for item in staged}
-        for old in storage.list(target_uri):
-            if old.name not in staged_names:
-                storage.remove_file(old.uri)
-        files = []
-        for item in staged:
-            with storage.local_copy(item.uri) as local:
-                storage.put_file(local, stored.join(target_uri, item.name))
-                sha256 = stored.sha256_file(local)
-            files.append({"name": item.name, "size_bytes": item.size_bytes, "sha256": sha256})
-        record = storage.read_record(MatchVideo, layout.work_uri(match_id, VIDEO_RECORD))
-        manifest = {
-            "match_id": match_id,
-            "run_id": context.run.run_id,
-            "video_sha256": record.sha256,
-            "files": files,
-        }
-        storage.write_json(manifest, manifest_uri)
-        context.log.info(f"delivered {len(files)} files to {target_uri}")
+        version = new_version_id(context.run.run_id)
+        try:
+            with contextlib.ExitStack() as copies:
+                local = {o.name: copies.enter_context(storage.local_copy(o.uri)) for o in staged}
+                manifest = publish(
+                    files.layout,
+                    files.match_id,
+                    version,
+                    local,
+                    {"run_id": context.run.run_id, "video_sha256": record.sha256},
+                    newer_content=lambda: _newer_content(storage, record, sources),
+                    keep_versions=storage.versions_kept,
+                    client=storage.client(),
+                )
+        except Superseded as exc:
+            storage.remove(files.work())
+            raise _user_failure(exc) from None
+        except OSError as exc:
+            if exc.errno not in UNWRITABLE:
+                raise  # anything else may pass: the retry policy decides
+            where = files.layout.delivery_uri(files.match_id)
+            raise dg.Failure(
+                description=f"error: {files.match_id}: cannot write the delivery to {where} "
+                f"({exc.strerror}); the previous delivery stays current. Make room, then "
+                "re-execute this run",
+                allow_retries=False,
+            ) from None
+        # Delivered: the run's working files (shards are ~1 MB a frame) are no longer needed.
+        storage.remove(files.work())
+        delivery_uri = files.layout.delivery_uri(files.match_id)
+        context.log.info(f"delivered version {version}: {len(manifest['files'])} files")
         return dg.MaterializeResult(
             metadata={
-                "delivery_uri": target_uri,
-                "manifest_uri": manifest_uri,
-                "files": len(files),
-                "total_bytes": sum(f["size_bytes"] for f in files),
+                "delivery_uri": delivery_uri,
+                "version": version,
+                "manifest_uri": files.layout.delivery_uri(files.match_id, MANIFEST),
+                "files": len(manifest["files"]),
+                "total_bytes": sum(f["size_bytes"] for f in manifest["files"]),
                 "manifest": dg.MetadataValue.json(manifest),
             }
         )

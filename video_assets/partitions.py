@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import dagster as dg
+
+# What a match id may be is the layout's to say: it names folders and keys.
+from video_assets.layout import is_valid_match_id
 
 matches = dg.DynamicPartitionsDefinition(name="matches")
 
-# A match id becomes a partition key, a file name, an S3 key part and a pod label value, so it
-# is held to the characters all of them accept.
-MATCH_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-
-
-def is_valid_match_id(match_id: str) -> bool:
-    return MATCH_ID_PATTERN.fullmatch(match_id) is not None
+__all__ = ["is_valid_match_id", "matches"]

@@ -48,30 +48,30 @@ def test_match_from_s3_incoming_is_delivered_to_s3_results(
     )
     assert result.success
 
-    delivered = keys(s3_staging, "results/s3match/")
+    delivered = [k for k in keys(s3_staging, "results/s3match/") if "/" not in k]
     manifest = json.loads(
         s3_staging.get_object(Bucket=BUCKET, Key="results/s3match/manifest.json")["Body"].read()
     )
     assert {f["name"] for f in manifest["files"]} == set(delivered) - {"manifest.json"}
     for entry in manifest["files"]:
-        body = s3_staging.get_object(Bucket=BUCKET, Key=f"results/s3match/{entry['name']}")[
-            "Body"
-        ].read()
-        assert hashlib.sha256(body).hexdigest() == entry["sha256"]
-        assert len(body) == entry["size_bytes"]
+        # Readable at results/<match_id>/<file> and, whole, at the manifest's version path.
+        for key in (f"results/s3match/{entry['name']}", f"results/s3match/{entry['path']}"):
+            body = s3_staging.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == entry["sha256"], key
+            assert len(body) == entry["size_bytes"]
     grid_path = tmp_path / "map.npy"
     s3_staging.download_file(BUCKET, "results/s3match/temperature_map.npy", str(grid_path))
     grid = np.load(grid_path)
     assert grid.shape == (68, 105) and grid.sum() == pytest.approx(1.0, abs=1e-4)
 
-    work = keys(s3_staging, "work/s3match/")
-    assert any(k.startswith("shards/shard-") for k in work)
-    assert not any(k.startswith(("shards.partial/", "detections.partial/")) for k in work)
+    # Delivered: the run's working objects (its video snapshot, shards) are removed.
+    assert keys(s3_staging, "work/s3match/") == {}
     # Nothing large stays on the orchestrator's local disk once the run is done.
-    assert not (tmp_path / "scratch" / "s3match" / "video.mp4").exists()
+    assert not [p for p in (tmp_path / "scratch").rglob("*") if p.is_file()]
     frames = [
         e.materialization
         for e in result.get_asset_materialization_events()
         if e.asset_key == dg.AssetKey("match_frames")
     ]
-    assert frames[0].metadata["shards_uri"].value == f"s3://{BUCKET}/work/s3match/shards"
+    run_id = result.run_id
+    assert frames[0].metadata["shards_uri"].value == f"s3://{BUCKET}/work/s3match/{run_id}/shards"
