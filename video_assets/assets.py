@@ -140,6 +140,18 @@ def _stop_if_superseded(
         raise dg.Failure(description=f"error: {files.match_id}: {reason}", allow_retries=False)
 
 
+def _run_gpu_step(
+    context: AssetExecutionContext,
+    gpu_workers: GpuWorkers,
+    step: str,
+    params: PreprocessParams | InferParams,
+    record: MatchVideo,
+) -> dg.MaterializeResult:
+    duration_s = record.facts.duration_s
+    timeout_s = step_timeout_s(duration_s, step)
+    return gpu_workers.run(context, step, params, timeout_s, video_duration_s=duration_s)
+
+
 def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
     execution = profile.execution
     retry = gpu_retry_policy(execution)
@@ -248,13 +260,7 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
             model=settings.model,
             batch_size=settings.batch_size,
         )
-        return gpu_workers.run(
-            context,
-            "preprocess",
-            params,
-            timeout_s=step_timeout_s(record.facts.duration_s, "preprocess"),
-            video_duration_s=record.facts.duration_s,
-        )
+        return _run_gpu_step(context, gpu_workers, "preprocess", params, record)
 
     @dg.asset(
         group_name=GROUP,
@@ -282,13 +288,7 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
             model=settings.model,
             device=settings.device,
         )
-        return gpu_workers.run(
-            context,
-            "infer",
-            params,
-            timeout_s=step_timeout_s(record.facts.duration_s, "infer"),
-            video_duration_s=record.facts.duration_s,
-        )
+        return _run_gpu_step(context, gpu_workers, "infer", params, record)
 
     @dg.asset(
         group_name=GROUP,

@@ -7,6 +7,7 @@ the code under test runs its real boto3 calls through HTTP.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 
@@ -41,3 +42,20 @@ def aws(local_aws_server: LocalAws, monkeypatch: pytest.MonkeyPatch, tmp_path) -
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     return boto3.Session(region_name=REGION)
+
+
+def deny_reads(client, bucket: str, prefix: str) -> None:
+    """A bucket policy that refuses GetObject under `prefix` to everyone: moto enforces it and
+    answers 403 AccessDenied, as S3 does for a reader without the grant."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+            }
+        ],
+    }
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from tests.emulators.aws import deny_reads
 from tests.engine.conftest import Clip, run_cli
 from tests.tmpfs import mounted_tmpfs
 
@@ -63,18 +63,7 @@ def test_denied_s3_read_is_one_error_line(short_clip, moto_s3, tmp_path, monkeyp
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
     s3.upload_file(str(short_clip.video), bucket, "incoming/m1.mp4")
-    deny_reads = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:GetObject",
-                "Resource": f"arn:aws:s3:::{bucket}/incoming/*",
-            }
-        ],
-    }
-    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(deny_reads))
+    deny_reads(s3, bucket, "incoming/")
     try:
         out = tmp_path / "out"
         line = _one_error_line(_analyze(short_clip, out, video=f"s3://{bucket}/incoming/m1.mp4"))

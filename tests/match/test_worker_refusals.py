@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +9,7 @@ import pytest
 
 from gpu_analysis.engine.records import PreprocessParams
 from gpu_analysis.profile import load_profile
+from tests.emulators.aws import deny_reads
 from tests.match.conftest import BUCKET
 from tests.tmpfs import mounted_tmpfs
 from video_assets.resources import GpuWorkers
@@ -68,18 +68,7 @@ def test_full_disk_in_preprocessing_fails_once_and_leaves_no_shards(
 
 def test_denied_s3_read_in_preprocessing_fails_once(instance, s3_staging, clip, heatmap_model):
     s3_staging.upload_file(str(clip), BUCKET, "incoming/m1.mp4")
-    deny_reads = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:GetObject",
-                "Resource": f"arn:aws:s3:::{BUCKET}/incoming/*",
-            }
-        ],
-    }
-    s3_staging.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(deny_reads))
+    deny_reads(s3_staging, BUCKET, "incoming/")
     params = PreprocessParams(
         video_uri=f"s3://{BUCKET}/incoming/m1.mp4",
         shards_uri=f"s3://{BUCKET}/work/m1/shards",
