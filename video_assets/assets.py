@@ -137,6 +137,7 @@ def _stop_if_superseded(
     # Checked before each GPU step too, so a superseded run frees its GPU slot early.
     reason = _newer_content(storage, record, _sources(context, files))
     if reason:
+        storage.remove(files.work())  # a superseded run never delivers: nothing to keep
         raise dg.Failure(description=f"error: {files.match_id}: {reason}", allow_retries=False)
 
 
