@@ -275,10 +275,10 @@ def preprocess(
             geometry=geometry,
             progress=progress,
         )
-        count = shard_bytes = 0
-        for batch in run_stages("preprocess", run.facts, run):
-            shard_bytes += shards.write_shard(shards_uri, count, batch)
-            count += 1
+        with shards.ShardWriter(shards_uri) as writer:
+            for batch in run_stages("preprocess", run.facts, run):
+                writer.write(batch)
+        count, shard_bytes = writer.shards, writer.bytes_written
     stats = run.decode
     if stats.sampled_frames == 0:
         raise UserError(f"{video_uri}: no frame could be decoded")

@@ -155,13 +155,16 @@ def test_missing_builtin_model_is_a_clear_error(clip, tmp_path: Path, monkeypatc
     assert not (tmp_path / "out").exists()
 
 
-def test_split_steps_match_analyze_byte_for_byte(clip, models, tmp_path: Path) -> None:
-    """preprocess -> shards -> infer -> detections -> aggregate gives what analyze gives, and a
-    re-run of a step reproduces its outputs exactly."""
+def test_split_steps_run_and_rerun_exactly(clip, models, tmp_path: Path) -> None:
+    """preprocess -> shards -> infer -> detections -> aggregate delivers the maps, and a re-run
+    of a step reproduces its outputs exactly. Their agreement with analyze's maps through the
+    lossy shards is in test_shards.py, with the built-in model: this crude kit-colour model's
+    thresholds flip on codec noise (overall map correlation 0.58 with analyze's)."""
     model = str(models["kit"])
     pre = steps.preprocess(str(clip.video), str(tmp_path / "shards"), model=model, batch_size=8)
     assert pre.sampled_frames == 30 and pre.shards == 4 and pre.frames_lost == 0
-    assert pre.bytes_per_frame > 640 * 384 * 3
+    # JPEG shards, not raw frames (the 10x goal is tested with the built-in model in test_shards)
+    assert pre.bytes_per_frame * 5 <= 640 * 384 * 3
     assert as_plain(pre)["input_size"] == [640, 384]
     inf = steps.infer(
         str(tmp_path / "shards"),
@@ -183,9 +186,9 @@ def test_split_steps_match_analyze_byte_for_byte(clip, models, tmp_path: Path) -
     report = steps.aggregate(
         str(tmp_path / "det"), clip.calibration, tmp_path / "agg", video_facts=facts
     )
-    steps.analyze(clip.video, clip.calibration, tmp_path / "direct", model=model)
     for name in ("temperature_map.npy", "temperature_map_team_0.npy", "temperature_map_team_1.npy"):
-        assert (tmp_path / "agg" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes()
+        delivered = np.load(tmp_path / "agg" / name)
+        assert delivered.shape == (68, 105) and abs(float(delivered.sum()) - 1.0) < 1e-5
     assert report["detections_total"] == inf.detections_total
     assert report["timings"]["decode_s"] > 0 and report["timings"]["infer_s"] > 0
 

@@ -47,7 +47,6 @@ def test_a_new_stage_is_one_entry_and_runs_in_the_split_steps_and_in_analyze(
         heat = np.load(tmp_path / out / "temperature_map.npy")
         assert heat.sum() > 0.99, out
         assert heat[:, :52].sum() == 0.0, f"{out}: the new stage did not run"
-    np.testing.assert_array_equal(
-        np.load(tmp_path / "fused" / "temperature_map.npy"),
-        np.load(tmp_path / "split" / "temperature_map.npy"),
-    )
+    # (The two paths' maps are not compared here: the split steps see the frames through JPEG
+    # shards, and this crude colour model reads them differently; tests/engine/test_shards.py
+    # compares them with the built-in model.)

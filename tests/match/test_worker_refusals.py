@@ -17,7 +17,7 @@ from video_assets.resources import GpuWorkers
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2 s at 25 fps: every frame sampled gives 7 shards of about 1.5 MB at 320x192."""
+    """2 s at 25 fps: every frame sampled gives 7 shards of about 150 kB at 320x192."""
     from gpu_analysis.synthetic import generate_match_clip
 
     video = tmp_path_factory.mktemp("clip") / "m1.mp4"
@@ -52,8 +52,8 @@ def _failed_once_with(result) -> str:
 def test_full_disk_in_preprocessing_fails_once_and_leaves_no_shards(
     instance, tmp_path, clip, heatmap_model
 ):
-    # 4 MiB: two shards fit, the third does not.
-    with mounted_tmpfs(tmp_path / "disk", 4 << 20) as disk:
+    # 384 KiB: two shards fit, the third does not.
+    with mounted_tmpfs(tmp_path / "disk", 384 << 10) as disk:
         params = PreprocessParams(
             video_uri=str(clip),
             shards_uri=str(disk / "shards"),
