@@ -10,6 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
+from gpu_analysis.engine import cuda_check
 from gpu_analysis.engine.batching import FrameBatch
 from gpu_analysis.engine.errors import UserError
 
@@ -60,14 +61,13 @@ def resolve_model(model: str | os.PathLike) -> Path:
     return path
 
 
-def _cuda_present() -> bool:
-    # onnxruntime-gpu lists CUDA even with no GPU; asking it for a session then logs a loud
-    # error before falling back. A driver device node is the cheap, quiet test for a GPU.
-    return Path("/dev/nvidiactl").exists() or Path("/dev/dxg").exists()
-
-
 def create_session(model_path: Path, device: str = "auto", threads: int | None = None):
-    """An ONNX Runtime session on CUDA when it really works, else CPU: (session, provider)."""
+    """An ONNX Runtime session and its provider: (session, provider).
+
+    `cuda` runs on CUDA or raises a UserError naming the missing piece (package, driver,
+    device, library): on the cluster a CPU fallback would bill a GPU node for CPU work.
+    `auto` takes CUDA when it really works and falls back to the CPU, logging why.
+    """
     import onnxruntime as ort
 
     if device not in ("auto", "cpu", "cuda"):
@@ -81,25 +81,33 @@ def create_session(model_path: Path, device: str = "auto", threads: int | None =
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
 
-    want_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in (
-        ort.get_available_providers()
-    )
-    if device == "cuda" and not (want_cuda and _cuda_present()):
-        raise UserError("--device cuda: no usable CUDA GPU here; use --device auto or cpu")
     providers: list = ["CPUExecutionProvider"]
-    if want_cuda and _cuda_present():
-        # cuDNN's exhaustive search may pick a different convolution algorithm run to run;
-        # a fixed choice keeps a retried step's detections byte-identical.
-        cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "DEFAULT"})
-        providers = [cuda, "CPUExecutionProvider"]
+    if device != "cpu":
+        # onnxruntime-gpu lists CUDA even with no GPU, and asking it for a session then logs
+        # loud errors before falling back: the pieces below the libraries are checked first.
+        missing = cuda_check.missing_before_session(ort.get_available_providers())
+        if missing and device == "cuda":
+            raise UserError(f"device cuda: {missing}")
+        if missing:  # expected on a machine without a GPU: no warning
+            log.debug("onnxruntime: CUDA not used: %s", missing)
+        else:
+            cuda_check.preload_cuda_libraries()
+            # cuDNN's exhaustive search may pick a different convolution algorithm run to run;
+            # a fixed choice keeps a retried step's detections byte-identical.
+            cuda = (cuda_check.CUDA_PROVIDER, {"cudnn_conv_algo_search": "DEFAULT"})
+            providers = [cuda, "CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(str(model_path), options, providers=providers)
     except Exception as exc:  # ORT raises its own pybind exception types
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{model_path}: not a model ONNX Runtime can load ({detail})") from None
     provider = session.get_providers()[0]
-    if device == "cuda" and provider != "CUDAExecutionProvider":
-        raise UserError("--device cuda: CUDA did not initialise here; use --device auto or cpu")
+    if len(providers) > 1 and provider != cuda_check.CUDA_PROVIDER:
+        # ONNX Runtime drops a CUDA provider that fails to load without raising.
+        reason = cuda_check.cuda_dropped_reason()
+        if device == "cuda":
+            raise UserError(f"device cuda: {reason}")
+        log.warning("onnxruntime: CUDA not used: %s", reason)
     return session, provider
 
 

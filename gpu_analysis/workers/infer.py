@@ -6,7 +6,7 @@ import sys
 
 from dagster_pipes import PipesContext
 
-from gpu_analysis.engine import storage
+from gpu_analysis.engine import gpu_usage, storage
 from gpu_analysis.engine.records import InferParams, as_plain
 from gpu_analysis.workers.reporting import (
     params_from_extras,
@@ -24,6 +24,7 @@ def infer(pipes: PipesContext) -> None:
     with (
         scratch_output(params.detections_uri) as partial_uri,
         storage.local_copy(params.calibration_uri) as calibration_path,
+        gpu_usage.measure() as usage,
     ):
         summary = steps.infer(
             params.shards_uri,
@@ -40,6 +41,8 @@ def infer(pipes: PipesContext) -> None:
         "model": str(model.get("name", params.model)),
         "input_size": "x".join(str(n) for n in model.get("input_size", [])),
         "detections_uri": params.detections_uri,
+        "device": gpu_usage.device_label(summary.execution_provider, usage.device_name),
+        **usage.metadata(),  # only what NVML measured: no GPU, no keys
     }
     pipes.log.info(
         f"infer: {summary.detections_total} detections on "

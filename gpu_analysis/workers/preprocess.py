@@ -6,7 +6,7 @@ import sys
 
 from dagster_pipes import PipesContext
 
-from gpu_analysis.engine import storage
+from gpu_analysis.engine import gpu_usage, storage
 from gpu_analysis.engine.records import PreprocessParams, as_plain
 from gpu_analysis.workers.reporting import (
     params_from_extras,
@@ -21,7 +21,7 @@ def preprocess(pipes: PipesContext) -> None:
     from gpu_analysis.engine import steps  # the engine loads OpenCV and ONNX Runtime
 
     params = params_from_extras(PreprocessParams, pipes.extras)
-    with scratch_output(params.shards_uri) as partial_uri:
+    with scratch_output(params.shards_uri) as partial_uri, gpu_usage.measure() as usage:
         summary = steps.preprocess(
             params.video_uri,
             partial_uri,
@@ -38,6 +38,9 @@ def preprocess(pipes: PipesContext) -> None:
         "input_size": "x".join(str(n) for n in summary.input_size),
         "sampled_frames_per_s": round(sampled / summary.decode_s, 2) if summary.decode_s else 0.0,
         "shards_uri": params.shards_uri,
+        # Decoding runs on the CPU (OpenCV): the step's GPU, if any, is measured, not used.
+        "device": "CPU",
+        **usage.metadata(),  # only what NVML measured: no GPU, no keys
     }
     pipes.log.info(
         f"preprocess: {sampled} frames in {summary.shards} shards, {summary.shard_bytes} bytes"

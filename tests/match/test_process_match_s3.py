@@ -29,6 +29,8 @@ def test_match_from_s3_incoming_is_delivered_to_s3_results(
 ):
     # Staging storage, but the GPU steps as local processes instead of pods.
     monkeypatch.setenv("GPU_ANALYSIS_EXECUTION", "subprocess")
+    # Staging refuses inference on the CPU (device cuda); this machine has no GPU.
+    monkeypatch.setenv("GPU_ANALYSIS_DEVICE", "auto")
     monkeypatch.setenv("GPU_ANALYSIS_DATA_ROOT", str(tmp_path / "scratch"))
     monkeypatch.setenv("GPU_ANALYSIS_MODEL", str(heatmap_model))
     monkeypatch.setenv("GPU_ANALYSIS_SAMPLE_FPS", "2")  # few shards: moto stores every byte
