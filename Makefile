@@ -20,14 +20,15 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@touch $@
 
 # New pins: the newest versions pyproject.toml allows, resolved in a throwaway venv. Run
-# `make test` afterwards and commit constraints.txt only if it passes.
+# `make test` afterwards and commit constraints.txt only if it passes. setuptools is left out:
+# the venv's own copy only bootstraps, and a pin on it blocks the `train` extra's torch.
 LOCK_VENV := var/lock-venv
 lock:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
 	$(LOCK_VENV)/bin/python -m pip install -q -e '.[dev]'
 	{ echo "# The exact versions the whole suite passed with (make test, .ci/run). Refresh: make lock."; \
-	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v '^gpu-analysis'; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v '^gpu-analysis\|^setuptools=='; \
 	} > $(CONSTRAINTS)
 	rm -rf $(LOCK_VENV)
 	@echo "constraints.txt refreshed: now run make test"

@@ -27,6 +27,71 @@ NAT_GATEWAY_HOURLY = 0.048
 PUBLIC_IPV4_HOURLY = 0.005
 GP3_GB_MONTH = 0.0928
 
+# The node pools' instance types (infra_assets/spec/kubernetes.py), priced for the per-match
+# estimate (video_assets/match_cost.py). USD per hour, us-east-1 on-demand Linux list prices;
+# no eu-west-3 list for them was at hand, so POOL_INSTANCE_HOURLY scales them by the
+# eu-west-3/us-east-1 ratio of m6i.xlarge (0.224 above / 0.192 in us-east-1 = 1.167). Check
+# https://aws.amazon.com/ec2/pricing/on-demand/ (region Europe (Paris)) before budgeting.
+POOL_INSTANCE_HOURLY_US_EAST_1 = {
+    "g4dn.xlarge": 0.526,
+    "g4dn.2xlarge": 0.752,
+    "g4dn.4xlarge": 1.204,
+    "g5.xlarge": 1.006,
+    "g5.2xlarge": 1.212,
+    "g5.4xlarge": 1.624,
+    "c6i.xlarge": 0.170,
+    "c6i.2xlarge": 0.340,
+    "c6a.xlarge": 0.153,
+    "c6a.2xlarge": 0.306,
+    "m6i.xlarge": 0.192,
+    "m6i.2xlarge": 0.384,
+}
+EU_WEST_3_OVER_US_EAST_1 = (
+    INSTANCE_HOURLY["m6i.xlarge"] / POOL_INSTANCE_HOURLY_US_EAST_1["m6i.xlarge"]
+)
+POOL_INSTANCE_HOURLY = {
+    name: round(hourly * EU_WEST_3_OVER_US_EAST_1, 4)
+    for name, hourly in POOL_INSTANCE_HOURLY_US_EAST_1.items()
+}
+# vCPUs per instance (the same for every family here): a CPU step pays its run pod's share.
+VCPUS_BY_SIZE = {"large": 2, "xlarge": 4, "2xlarge": 8, "4xlarge": 16}
+# Spot price as a fraction of on-demand, per family. An assumption, not a list price (not
+# checked from here): spot prices move every few minutes, and
+# `aws ec2 describe-spot-price-history --region eu-west-3` gives the real ones to put here.
+SPOT_PRICE_OF_ON_DEMAND = {"g4dn": 0.35, "g5": 0.40, "c6i": 0.40, "c6a": 0.40, "m6i": 0.40}
+
+
+def instance_hourly_usd(instance_type: str, capacity_type: str = "on-demand") -> float:
+    """USD per hour of one instance, on-demand or at the assumed spot fraction."""
+    hourly = INSTANCE_HOURLY.get(instance_type, POOL_INSTANCE_HOURLY.get(instance_type))
+    if hourly is None:
+        raise KeyError(
+            f"error: no price for instance type {instance_type!r}; add its on-demand price to "
+            "POOL_INSTANCE_HOURLY_US_EAST_1 in infra_assets/cost.py"
+        )
+    if capacity_type == "on-demand":
+        return hourly
+    if capacity_type != "spot":
+        raise ValueError(f"error: capacity type {capacity_type!r}; use on-demand or spot")
+    family = instance_type.split(".")[0]
+    if family not in SPOT_PRICE_OF_ON_DEMAND:
+        raise KeyError(
+            f"error: no spot fraction for family {family!r}; add it to SPOT_PRICE_OF_ON_DEMAND "
+            "in infra_assets/cost.py"
+        )
+    return hourly * SPOT_PRICE_OF_ON_DEMAND[family]
+
+
+def instance_vcpus(instance_type: str) -> int:
+    size = instance_type.split(".")[-1]
+    if size not in VCPUS_BY_SIZE:
+        raise KeyError(
+            f"error: no vCPU count for size {size!r} ({instance_type}); add it to VCPUS_BY_SIZE "
+            "in infra_assets/cost.py"
+        )
+    return VCPUS_BY_SIZE[size]
+
+
 # End of EKS standard support per Kubernetes minor version (EKS release calendar); after it the
 # control plane bills at the extended-support rate until the cluster is upgraded.
 EKS_STANDARD_SUPPORT_ENDS = {"1.31": dt.date(2025, 11, 26), "1.32": dt.date(2026, 3, 23)}

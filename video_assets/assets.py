@@ -22,6 +22,7 @@ from gpu_analysis.engine import storage as stored
 from gpu_analysis.engine.errors import UserError
 from gpu_analysis.engine.records import InferParams, PreprocessParams
 from gpu_analysis.profile import Profile
+from video_assets.costs import NODEPOOL_TAG, gpu_step_roles, record_run_cost
 from video_assets.delivery import Superseded, new_version_id, publish
 from video_assets.layout import MANIFEST, VIDEO_RECORD, MatchLayout, MatchVideo, check_match_id
 from video_assets.partitions import matches
@@ -242,7 +243,7 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
         pool="gpu-t4",
         retry_policy=retry,
         kinds={"python", "video"},
-        tags={"gpu-analysis/nodepool": profile.nodepool_gpu_preprocessing},
+        tags={NODEPOOL_TAG: profile.nodepool_gpu_preprocessing},
     )
     def match_frames(
         context: AssetExecutionContext,
@@ -270,7 +271,7 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
         pool="gpu-a10g",
         retry_policy=retry,
         kinds={"python", "onnx"},
-        tags={"gpu-analysis/nodepool": profile.nodepool_gpu_inference},
+        tags={NODEPOOL_TAG: profile.nodepool_gpu_inference},
     )
     def match_detections(
         context: AssetExecutionContext,
@@ -394,6 +395,9 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
         storage.remove(files.work())
         delivery_uri = files.layout.delivery_uri(files.match_id)
         context.log.info(f"delivered version {version}: {len(manifest['files'])} files")
+        # Last, so the run's cost counts this step too; it never fails the delivery.
+        upstream = [match_video, match_frames, match_detections, match_temperature_map]
+        cost = record_run_cost(context, gpu_step_roles(upstream), profile)
         return dg.MaterializeResult(
             metadata={
                 "delivery_uri": delivery_uri,
@@ -402,6 +406,7 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
                 "files": len(manifest["files"]),
                 "total_bytes": sum(f["size_bytes"] for f in manifest["files"]),
                 "manifest": dg.MetadataValue.json(manifest),
+                **cost,
             }
         )
 

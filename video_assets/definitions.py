@@ -10,6 +10,7 @@ from dagster_aws.s3 import S3Resource
 
 from gpu_analysis.profile import Profile
 from video_assets.assets import build_assets
+from video_assets.costs import match_costs_daily, match_costs_daily_job, nightly_match_costs
 from video_assets.jobs import build_process_match
 from video_assets.resources import AnalysisSettings, GpuWorkers, MatchStorage
 from video_assets.sensors import build_match_video_sensor
@@ -44,8 +45,9 @@ def build_definitions(
         clock=clock,
     )
     return dg.Definitions(
-        assets=build_assets(profile),
-        jobs=[process_match],
+        assets=[*build_assets(profile), match_costs_daily],
+        jobs=[process_match, match_costs_daily_job],
         sensors=[sensor],
+        schedules=[nightly_match_costs],
         resources=build_resources(profile),
     )

@@ -175,6 +175,7 @@ def step_pod(profile: Profile, step: Step) -> StepPod:
 
 COORDINATION_ROLE_LABEL = "gpu-analysis/role"
 RUN_SCRATCH_SIZE = "30Gi"  # one match video copy for probing and checksums, on a 50Gi node
+RUN_POD_CPU = "1"  # the run pod's vCPU request; the CPU steps run in it (match_cost prices it)
 
 
 def run_pod_k8s_config(profile: Profile) -> dict[str, Any]:
@@ -197,7 +198,11 @@ def run_pod_k8s_config(profile: Profile) -> dict[str, Any]:
         "pod_spec_config": pod_spec,
         "container_config": {
             "resources": {
-                "requests": {"cpu": "1", "memory": "4Gi", "ephemeral-storage": RUN_SCRATCH_SIZE},
+                "requests": {
+                    "cpu": RUN_POD_CPU,
+                    "memory": "4Gi",
+                    "ephemeral-storage": RUN_SCRATCH_SIZE,
+                },
                 "limits": {"memory": "4Gi", "ephemeral-storage": RUN_SCRATCH_SIZE},
             },
             "securityContext": _container_security_context(),

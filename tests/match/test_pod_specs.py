@@ -120,6 +120,7 @@ def test_gpu_steps_claim_pools_and_retry(staging):
         "match_detections",
         "match_temperature_map",
         "match_delivery",
+        "match_costs_daily",  # group costs: read from the event log, not part of a match run
     }
     job = defs.resolve_job_def("process_match")
     assert job.partitions_def is not None and job.partitions_def.name == "matches"
