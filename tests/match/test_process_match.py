@@ -165,6 +165,11 @@ def test_each_materialization_carries_ui_metadata(local_env):
     frames = materialization(result, "match_frames")
     assert frames["sampled_frames"].value == 30
     assert frames["shard_bytes"].value > 0
+    # Shard bytes per sampled frame, as stored (JPEG): well under the raw 320x192x3 frame.
+    assert 0 < frames["bytes_per_frame"].value < 320 * 192 * 3 / 5
+    assert frames["bytes_per_frame"].value == pytest.approx(
+        frames["shard_bytes"].value / 30, abs=0.1
+    )
     detections = materialization(result, "match_detections")
     assert detections["detections_total"].value > 0
     assert detections["execution_provider"].value in {
