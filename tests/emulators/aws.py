@@ -45,8 +45,13 @@ def aws(local_aws_server: LocalAws, monkeypatch: pytest.MonkeyPatch, tmp_path) -
 
 
 def deny_reads(client, bucket: str, prefix: str) -> None:
-    """A bucket policy that refuses GetObject under `prefix` to everyone: moto enforces it and
-    answers 403 AccessDenied, as S3 does for a reader without the grant."""
+    """A bucket policy that refuses GetObject under `prefix` to everyone.
+
+    S3 answers such a read 403 AccessDenied: an explicit Deny overrides every Allow (AWS S3 User
+    Guide, "How Amazon S3 authorizes a request"; IAM policy evaluation logic). moto's server
+    enforces bucket policies on object reads and answers the same (checked by the tests that
+    use this: they see the 403 come back through boto3).
+    """
     policy = {
         "Version": "2012-10-17",
         "Statement": [
