@@ -255,11 +255,7 @@ def fetch(uri: str, local_path: Path, *, client: Any = None) -> Path:
         try:
             client.download_file(bucket, key, str(partial))
         except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                raise UserError(f"{uri}: no such object") from None
-            refused = s3_refusal(exc, uri)
-            if refused is not None:
-                raise refused from None
+            _raise_user_error(exc, uri)
             raise
     else:
         if not Path(uri).is_file():
@@ -283,6 +279,16 @@ def local_copy(uri: str | os.PathLike | None, *, client: Any = None) -> Iterator
         yield fetch(uri, Path(scratch) / name, client=client)
 
 
+def _raise_user_error(exc: Exception, uri: str) -> None:
+    """A missing or refused S3 object as the one-line UserError that names it; else nothing
+    (the caller re-raises: throttling and outages are for the retries to handle)."""
+    if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+        raise UserError(f"{uri}: no such object") from None
+    refused = s3_refusal(exc, uri)
+    if refused is not None:
+        raise refused from None
+
+
 def copy_file(source_uri: str, target_uri: str, *, client: Any = None) -> None:
     """Copy one file within one kind of storage; the target appears whole or not at all."""
     if is_s3(source_uri) != is_s3(target_uri):
@@ -295,8 +301,7 @@ def copy_file(source_uri: str, target_uri: str, *, client: Any = None) -> None:
             # Managed copy: server side, multipart above 8 MB, so a 5 GB+ match copies too.
             client.copy({"Bucket": bucket, "Key": key}, target_bucket, target_key)
         except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                raise UserError(f"{source_uri}: no such object") from None
+            _raise_user_error(exc, source_uri)
             raise
         return
     if not Path(source_uri).is_file():
