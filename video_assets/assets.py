@@ -8,7 +8,6 @@ annotations` here: Dagster reads the `context` annotation as a type when it defi
 import base64
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import shutil
@@ -19,7 +18,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from gpu_analysis.engine import storage as stored
-from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.errors import LASTING_OS_ERRORS, UserError
 from gpu_analysis.engine.records import InferParams, PreprocessParams
 from gpu_analysis.profile import Profile
 from video_assets.costs import NODEPOOL_TAG, gpu_step_roles, record_run_cost
@@ -44,8 +43,6 @@ def gpu_retry_policy(execution: str) -> dg.RetryPolicy:
     return dg.RetryPolicy(max_retries=3, delay=delay_s, backoff=dg.Backoff.EXPONENTIAL)
 
 
-# Writes that fail like this fail again on a retry: a person has to make room or grant access.
-UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 # Storage steps retry throttling and brief outages (S3 503 SlowDown, a dropped connection).
 STORAGE_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
@@ -382,7 +379,8 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
             storage.remove(files.work())
             raise _user_failure(exc) from None
         except OSError as exc:
-            if exc.errno not in UNWRITABLE:
+            # A full disk or a denied write fails again on a retry: a person has to act.
+            if exc.errno not in LASTING_OS_ERRORS:
                 raise  # anything else may pass: the retry policy decides
             where = files.layout.delivery_uri(files.match_id)
             raise dg.Failure(
@@ -391,7 +389,7 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
                 "re-execute this run",
                 allow_retries=False,
             ) from None
-        # Delivered: the run's working files (shards are ~1 MB a frame) are no longer needed.
+        # Delivered: the run's working files (its input snapshot, shards) are no longer needed.
         storage.remove(files.work())
         delivery_uri = files.layout.delivery_uri(files.match_id)
         context.log.info(f"delivered version {version}: {len(manifest['files'])} files")
