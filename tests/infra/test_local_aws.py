@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import boto3
 import dagster as dg
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 import infra_assets.definitions
@@ -73,10 +75,21 @@ def test_the_local_profile_materializes_all_against_the_make_dev_server(local_aw
     # The extensions live in the server process: placement groups and Pod Identity worked.
     assert metadata["gpu_placement_group"]["placement_group_id"].value.startswith("pg-")
     assert metadata["gpu_karpenter_iam"]["pod_identity_association_id"].value.startswith("a-")
-    for name in ("gpu_cilium", "gpu_karpenter_controller", "gpu_karpenter_nodepools"):
-        assert metadata[name]["applied"].value is False
-        assert "no Kubernetes cluster is configured" in metadata[name]["status"].value
-        assert "| create |" in metadata[name]["plan"].value  # the plan is still shown
+    # No cluster to apply to: the in-cluster assets record no materialization, only an
+    # observation that shows the plan (the UI must not claim they were applied).
+    observed = {
+        e.asset_observation_data.asset_observation.asset_key.to_user_string(): (
+            e.asset_observation_data.asset_observation.metadata
+        )
+        for e in result.get_asset_observation_events()
+    }
+    in_cluster = ("gpu_cilium", "gpu_karpenter_controller", "gpu_karpenter_nodepools")
+    assert not set(in_cluster) & set(metadata)
+    assert "gpu_cilium" in observed
+    for name in set(in_cluster) & set(observed):
+        assert observed[name]["applied"].value is False
+        assert "no Kubernetes cluster is configured" in observed[name]["status"].value
+        assert "| create |" in observed[name]["plan"].value  # the plan is still shown
 
 
 def test_extensions_answer_like_aws(local_aws_process):
@@ -93,12 +106,24 @@ def test_extensions_answer_like_aws(local_aws_process):
     role = iam.create_role(RoleName="nodes", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
-    eks.create_cluster(
-        name="c",
-        roleArn=role,
-        resourcesVpcConfig={"subnetIds": [subnet], "endpointPublicAccess": False},
-        accessConfig={"authenticationMode": "API"},
+
+    def create_cluster():
+        eks.create_cluster(
+            name="c",
+            roleArn=role,
+            resourcesVpcConfig={"subnetIds": [subnet], "endpointPublicAccess": False},
+            accessConfig={"authenticationMode": "API"},
+        )
+
+    # The `make dev` server models IAM propagation by default, as a real account does.
+    with pytest.raises(eks.exceptions.InvalidParameterException, match="could not be assumed"):
+        create_cluster()
+    # Its settings are driven over HTTP (the server is another process).
+    settings = control(
+        local_aws_process, "configure", {"iam_propagation_s": 0, "cluster_transition_s": 0}
     )
+    assert settings["timings"]["iam_propagation_s"] == 0
+    create_cluster()
     update = eks.update_cluster_config(name="c", resourcesVpcConfig={"endpointPublicAccess": True})
     assert update["update"]["status"] == "Successful"
     config = eks.describe_cluster(name="c")["cluster"]["resourcesVpcConfig"]
@@ -111,3 +136,27 @@ def test_extensions_answer_like_aws(local_aws_process):
     eks.delete_access_entry(clusterName="c", principalArn=role)
     with pytest.raises(eks.exceptions.ResourceNotFoundException):
         eks.describe_access_entry(clusterName="c", principalArn=role)
+
+
+def test_faults_are_injected_over_http(local_aws_process):
+    state = control(local_aws_process, "faults", {"action": "CreateVpc", "fault": "throttle"})
+    assert state["faults"] == {"CreateVpc": [["throttle", 1]]}
+    ec2 = boto3.client(
+        "ec2", region_name="eu-west-3", config=Config(retries={"total_max_attempts": 1})
+    )
+    with pytest.raises(ClientError, match="RequestLimitExceeded"):
+        ec2.create_vpc(CidrBlock="10.0.0.0/16")
+    ec2.create_vpc(CidrBlock="10.0.0.0/16")  # played once
+    assert control(local_aws_process, "reset", {})["faults"] == {}
+
+
+def control(endpoint: str, what: str, payload: dict) -> dict:
+    """POST /_gpu_analysis/<what> on the local AWS; its state comes back."""
+    request = urllib.request.Request(
+        f"{endpoint}/_gpu_analysis/{what}",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
