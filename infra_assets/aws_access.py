@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -24,9 +26,96 @@ RESOURCE_TAG = "gpu-analysis/resource"
 # Throttling and transient errors are retried by botocore itself ("standard" mode).
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 10})
 
-# NAT gateways take 1-2 minutes, EKS clusters ~10, node groups ~5; moto answers at once.
+# Clients for creates (`AwsClients.once`): botocore sends each request once, because a 5xx or a
+# dropped connection after the server acted would make a blind re-send create a second resource;
+# only throttling, which AWS answers before acting, is re-sent (by `_retry_throttling_only`).
+_ONCE_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1})
+ONCE_MAX_ATTEMPTS = 5  # sends in all of one request of a `once` client, when throttled
+
+# Error codes AWS answers when it refused a request for its rate, without acting on it
+# (botocore's list, less LimitExceededException, which IAM and EKS use for quotas).
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+        "EC2ThrottledException",
+    }
+)
+
+# Poll interval of the waiters (seconds); the tests and the local profile set it small, since
+# the emulator's transitions take about a second.
+POLL_ENV = "GPU_ANALYSIS_AWS_POLL_S"
+
+# NAT gateways take 1-2 minutes, EKS clusters ~10, node groups ~5 (Delay s x MaxAttempts).
+# Kept for callers not yet on wait_short()/wait_long(), which honour GPU_ANALYSIS_AWS_POLL_S.
 WAIT_SHORT = {"Delay": 10, "MaxAttempts": 60}
 WAIT_LONG = {"Delay": 20, "MaxAttempts": 120}
+
+
+def poll_seconds(default: float) -> float:
+    """`default`, or the interval GPU_ANALYSIS_AWS_POLL_S sets (a positive number of seconds)."""
+    raw = os.environ.get(POLL_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{POLL_ENV}={raw!r}: need a number of seconds, e.g. 0.2") from None
+    if value <= 0:
+        raise ValueError(f"{POLL_ENV}={raw!r}: need a positive number of seconds")
+    return value
+
+
+def _waiter_config(base: dict[str, int]) -> dict[str, float | int]:
+    # A shorter poll keeps the same patience: more attempts, same total wait.
+    delay = poll_seconds(base["Delay"])
+    budget_s = base["Delay"] * base["MaxAttempts"]
+    return {"Delay": delay, "MaxAttempts": max(1, int(budget_s / delay))}
+
+
+def wait_short() -> dict[str, float | int]:
+    """Waiter config for NAT gateways, VPCs, instances: polls every 10 s, gives up after 10 min."""
+    return _waiter_config(WAIT_SHORT)
+
+
+def wait_long() -> dict[str, float | int]:
+    """Waiter config for EKS clusters and node groups: every 20 s, gives up after 40 min."""
+    return _waiter_config(WAIT_LONG)
+
+
+def backoff_seconds(attempt: int, cap_s: float = 20.0) -> float:
+    """Full-jitter exponential backoff before retry `attempt` (1-based), as AWS recommends;
+    the base is 1 s, or GPU_ANALYSIS_AWS_POLL_S where set."""
+    base = poll_seconds(1.0)
+    return random.uniform(0, min(cap_s, base * 2 ** (attempt - 1)))
+
+
+def is_throttling(exc: BaseException) -> bool:
+    if not isinstance(exc, ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return error_code(exc) in THROTTLING_CODES or status == 429
+
+
+def _retry_throttling_only(
+    attempts: int, response: Any = None, caught_exception: Any = None, **_: Any
+) -> float | None:
+    """botocore needs-retry handler of the `once` clients: a delay for throttling, else None."""
+    if caught_exception is not None or response is None or attempts >= ONCE_MAX_ATTEMPTS:
+        return None
+    http_response, parsed = response
+    code = (parsed or {}).get("Error", {}).get("Code")
+    if code in THROTTLING_CODES or getattr(http_response, "status_code", None) == 429:
+        return backoff_seconds(attempts)
+    return None
 
 
 # Service models parsed once per process, not once per session: parsing them is most of the
@@ -58,6 +147,25 @@ class AwsClients:
             clients[key] = self._session.client(
                 service, region_name=self.region, config=_CLIENT_CONFIG
             )
+        return clients[key]
+
+    def once(self, service: str) -> Any:
+        """A client that sends each request once, re-sending only when throttled.
+
+        For creates: after a 5xx, a timeout or a dropped connection the server may have acted,
+        so the caller looks before trying again (`infra_assets.idempotent.create_or_adopt`).
+        """
+        clients = _CLIENTS.setdefault(self._session, {})
+        key = f"{service}@{self.region}#once"
+        if key not in clients:
+            client = self._session.client(service, region_name=self.region, config=_ONCE_CONFIG)
+            service_id = client.meta.service_model.service_id.hyphenize()
+            client.meta.events.register(
+                f"needs-retry.{service_id}",
+                _retry_throttling_only,
+                unique_id=f"gpu-analysis-throttling-{service_id}",
+            )
+            clients[key] = client
         return clients[key]
 
     @property
