@@ -1,9 +1,9 @@
 """What the idle base of the stack costs per month, from what is running, next to the seed's figure.
 
 Idle base = what bills with no GPU node running: EKS control plane, the system node group (with
-its data volumes), NAT gateways and their public IPv4 addresses. Prices are AWS on-demand list
-prices for eu-west-3 in USD (they change: check https://aws.amazon.com/pricing before budgeting);
-data transfer and NAT data processing depend on traffic and are not included.
+its OS and data volumes), NAT gateways and their public IPv4 addresses. Prices are AWS
+on-demand list prices for eu-west-3 in USD (they change: check https://aws.amazon.com/pricing
+before budgeting); data transfer and NAT data processing depend on traffic and are not included.
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ def estimate_idle_base(ctx: UnitContext, today: dt.date | None = None) -> CostEs
                 notes.append(f"no list price for {instance_type}: its nodes are counted as $0")
                 hourly = 0.0
             nodes_monthly = count * hourly * HOURS_PER_MONTH
-            volume_monthly = count * group.data_volume_gib * GP3_GB_MONTH
+            # Bottlerocket's OS volume and the data volume, both gp3 (gpu-eks launch template).
+            volume_monthly = count * (group.os_volume_gib + group.data_volume_gib) * GP3_GB_MONTH
             running = f"{count} x {instance_type} ({nodegroup.get('capacityType', '').lower()})"
     lines.append(
         CostLine("System nodes", running, round(nodes_monthly, 2), SEED_MONTHLY_USD["System nodes"])
@@ -197,8 +198,9 @@ def estimate_idle_base(ctx: UnitContext, today: dt.date | None = None) -> CostEs
     if volume_monthly:
         lines.append(
             CostLine(
-                "System node data volumes (gp3)",
-                f"{spec.eks.system_node_group.data_volume_gib} GiB per node",
+                "System node volumes (gp3)",
+                f"{spec.eks.system_node_group.os_volume_gib} GiB OS + "
+                f"{spec.eks.system_node_group.data_volume_gib} GiB data per node",
                 round(volume_monthly, 2),
             )
         )

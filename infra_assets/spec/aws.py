@@ -41,6 +41,9 @@ class VpcSpec:
     # (karpenter.sh/discovery = cluster name) is added to the private subnets by the unit.
     public_subnet_tags: tuple[tuple[str, str], ...] = (("kubernetes.io/role/elb", "1"),)
     private_subnet_tags: tuple[tuple[str, str], ...] = (("kubernetes.io/role/internal-elb", "1"),)
+    # An S3 gateway endpoint on the private route tables: S3 traffic of the nodes (video, frames,
+    # results) then bypasses the NAT gateways, which charge per GB processed; the endpoint is free.
+    s3_gateway_endpoint: bool = True
 
     def __post_init__(self) -> None:
         zones = len(self.availability_zones)
@@ -90,18 +93,27 @@ class NodeGroupSpec:
     name: str = "system"
     instance_types: tuple[str, ...] = ("m6i.large",)
     ami_type: str = "BOTTLEROCKET_x86_64"
+    # The Bottlerocket release (`releaseVersion`), pinned: without it EKS takes the latest and
+    # every new release rolls all system nodes. Bump it deliberately; the plan shows the update.
+    # Bottlerocket versions are not tied to the Kubernetes minor (1.34.0 runs aws-k8s-1.32).
+    release_version: str = "1.34.0-18d04e52"
     capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
     min_size: int = 2
     max_size: int = 3
     desired_size: int = 2
-    # Bottlerocket keeps the OS on /dev/xvda and containers/images on the data volume /dev/xvdb.
+    # Bottlerocket keeps the OS on /dev/xvda and containers/images on the data volume /dev/xvdb;
+    # both encrypted (seed: all EBS volumes encrypted at rest).
+    os_volume_device: str = "/dev/xvda"
+    os_volume_gib: int = 4
+    os_volume_encrypted: bool = True
     data_volume_device: str = "/dev/xvdb"
     data_volume_gib: int = 50
     data_volume_type: str = "gp3"
     data_volume_encrypted: bool = True
     labels: tuple[tuple[str, str], ...] = (("gpu-analysis/node-role", "system"),)
-    # (key, value, effect). Nodes start before Cilium (gpu-cilium comes after gpu-eks): this
-    # keeps pods off them until the Cilium agent runs there and removes the taint itself.
+    # (key, value, effect). Nodes start before Cilium (gpu-cilium comes after gpu-eks): Cilium's
+    # EKS installation guide taints managed node groups with this, so application pods are only
+    # scheduled once the Cilium agent runs on the node; the agent removes the taint itself.
     taints: tuple[tuple[str, str, str], ...] = (
         ("node.cilium.io/agent-not-ready", "true", "NO_EXECUTE"),
     )
@@ -111,6 +123,11 @@ class NodeGroupSpec:
             raise ValueError(
                 f"NodeGroupSpec {self.name}: need min_size <= desired_size <= max_size, got "
                 f"{self.min_size} <= {self.desired_size} <= {self.max_size}"
+            )
+        if not self.release_version or self.release_version == "latest":
+            raise ValueError(
+                f"NodeGroupSpec {self.name}: release_version must pin a Bottlerocket release "
+                f"(e.g. 1.34.0-18d04e52), got {self.release_version!r}"
             )
 
 
@@ -127,12 +144,21 @@ class EksSpec:
     # CoreDNS, kube-proxy and the Pod Identity agent come back as managed add-ons below.
     bootstrap_self_managed_addons: bool = False
     addons: tuple[str, ...] = ("coredns", "kube-proxy", "eks-pod-identity-agent")
+    # Control-plane log types sent to CloudWatch Logs; the others are switched off.
+    control_plane_logging: tuple[str, ...] = ("api", "audit", "authenticator")
     cluster_role_policies: tuple[str, ...] = ("arn:aws:iam::aws:policy/AmazonEKSClusterPolicy",)
+    # No AmazonEKS_CNI_Policy: the nodes never touch ENIs; the Cilium operator does, with its own
+    # Pod Identity role (below).
     node_role_policies: tuple[str, ...] = (
         "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
         "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
         "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
     )
+    # The service account of the Cilium operator (the chart's serviceAccounts.operator.name
+    # default), in the Cilium release's namespace. In ENI mode it is the one Cilium component
+    # that calls EC2; gpu-eks gives it a Pod Identity association before Cilium is installed,
+    # because EKS injects credentials only when a pod is admitted.
+    cilium_operator_service_account: str = "cilium-operator"
     # Kubernetes secrets are envelope-encrypted by EKS by default (1.28+); node volumes are
     # encrypted through the system node group's launch template.
     system_node_group: NodeGroupSpec = dataclasses.field(default_factory=NodeGroupSpec)
@@ -180,3 +206,38 @@ class KarpenterIamSpec:
     interruption_rules: tuple[InterruptionRuleSpec, ...] = dataclasses.field(
         default_factory=default_interruption_rules
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadSpec:
+    """What the match workers need from AWS: the match bucket and an identity to reach it, and
+    the SNS topic the infrastructure alerts go to.
+
+    The bucket's layout (incoming/, work/, results/) is video_assets.layout's; the workers'
+    namespace and service account are the ones the step pods run as (video_assets.pod_specs).
+    """
+
+    # The match bucket: the profile's `bucket` (gpu_analysis/profiles/*.toml). Empty: the name
+    # the staging profile follows, "<cluster name>-matches".
+    bucket: str = ""
+    # SSE-S3 costs nothing per request; "aws:kms" uses the account's aws/s3 key with an S3
+    # Bucket Key (fewer KMS calls), which IAM principals of the account may use through S3.
+    sse_algorithm: Literal["AES256", "aws:kms"] = "AES256"
+    # A run's working files (input snapshot, shards, detections) are deleted on delivery; what a
+    # failed or abandoned run leaves behind goes after this many days.
+    work_expiration_days: int = 7
+    # Versioning keeps overwritten and deleted objects; they go this long after being replaced.
+    noncurrent_version_days: int = 30
+    # Role name: prefix + cluster name, as the Karpenter roles.
+    worker_role_prefix: str = "GpuAnalysisWorker"
+    # The alerts topic (infra_assets.alerts publishes drift and failed infra runs to it) is
+    # encrypted with the AWS-managed SNS key: no key to own or rotate, and its key policy lets
+    # only this account's principals use it through SNS.
+    alerts_topic_kms_key: str = "alias/aws/sns"
+
+    def __post_init__(self) -> None:
+        for name in ("work_expiration_days", "noncurrent_version_days"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"WorkloadSpec.{name}: need at least 1 day, got {getattr(self, name)}"
+                )

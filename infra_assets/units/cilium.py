@@ -5,13 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from infra_assets import manifests
-from infra_assets.helm import ReleaseSpec, apply_release, destroy_release, plan_release
-from infra_assets.kube import (
-    apply_objects,
-    delete_owned,
-    owner_labels,
-    plan_objects,
-)
+from infra_assets.helm import ReleaseSpec, apply_release, plan_release
+from infra_assets.kube import apply_objects, owner_labels, plan_objects
 from infra_assets.plan import Plan
 from infra_assets.units.kube_unit import KubeUnit
 
@@ -52,6 +47,7 @@ class CiliumUnit(KubeUnit):
         # The release first: the policies are Cilium custom resources.
         for change in release_changes:
             apply_release(self.helm, release, change, owner_labels(self.spec.stack, self.name))
+        nodegroup_status = self.wait_for_system_nodes()
         object_changes = [c for c in plan.changes if c.kind != "helm-release"]
         apply_objects(self.kube, self._objects(), object_changes)
         policies = [o["metadata"]["name"] for o in self._objects() if o["kind"] != "Namespace"]
@@ -60,12 +56,5 @@ class CiliumUnit(KubeUnit):
             "cilium_chart_version": release.version,
             "workload_namespaces": ",".join(self.spec.cilium.workload_namespaces),
             "network_policies": ",".join(policies),
+            "system_nodegroup_status": nodegroup_status,
         }
-
-    def _destroy(self) -> Plan:
-        stack = self.stack
-        changes = delete_owned(
-            self.kube, ["CiliumClusterwideNetworkPolicy", "Namespace"], stack, self.name
-        )
-        release_changes, warnings = destroy_release(self.kube, self.helm, self._release(), stack)
-        return Plan(self.name, (*changes, *release_changes), tuple(warnings))

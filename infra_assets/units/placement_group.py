@@ -5,6 +5,7 @@ from __future__ import annotations
 from botocore.exceptions import ClientError
 
 from infra_assets.aws_access import is_not_found, is_owned, tag_dict, version_tuple
+from infra_assets.idempotent import create_or_adopt
 from infra_assets.plan import Change, Plan
 from infra_assets.spec.kubernetes import PLACEMENT_GROUP_MIN_KARPENTER
 from infra_assets.units.aws_unit import AwsUnit, PlanConflict
@@ -76,21 +77,32 @@ class PlacementGroupUnit(AwsUnit):
                 ],
             )
             return
-        ec2.create_placement_group(
-            GroupName=group.name,
-            Strategy=group.strategy,
-            TagSpecifications=[
-                {
-                    "ResourceType": "placement-group",
-                    "Tags": [
-                        {"Key": k, "Value": v}
-                        for k, v in self.tags(f"placement-group/{group.name}").items()
-                    ],
-                }
-            ],
-        )
+        tags = self.tags(f"placement-group/{group.name}")
 
-    def destroy(self) -> Plan:
+        def create() -> str:
+            # CreatePlacementGroup has no client token; the name is unique in the region, so an
+            # answer lost after the server acted ends in Duplicate, and ours is then adopted.
+            return self.aws.once("ec2").create_placement_group(
+                GroupName=group.name,
+                Strategy=group.strategy,
+                TagSpecifications=[
+                    {
+                        "ResourceType": "placement-group",
+                        "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                    }
+                ],
+            )["PlacementGroup"]["GroupId"]
+
+        def find() -> str | None:
+            live = self._observe()
+            if live is None or not is_owned(tag_dict(live.get("Tags")), self.stack):
+                return None
+            return live["GroupId"]
+
+        create_or_adopt(f"placement group {group.name}", create, find, self.log)
+
+    def destroy_plan(self) -> Plan:
+        """What `destroy()` deletes, observed now; changes nothing."""
         live = self._observe()
         if live is None:
             return Plan(self.name)
@@ -100,17 +112,23 @@ class PlacementGroupUnit(AwsUnit):
                 (),
                 (f"placement group {live['GroupName']} is not ours: left alone",),
             )
-        change = Change("delete", "placement-group", live["GroupName"], live["GroupId"])
-        self.log(f"{self.name}: {change}")
-        try:
-            self.aws.ec2.delete_placement_group(GroupName=live["GroupName"])
-        except ClientError as exc:
-            if not is_not_found(exc):
-                raise PlanConflict(
-                    f"gpu-placement-group: cannot delete {live['GroupName']}: {exc}; terminate "
-                    "the instances still in it, then run infra_teardown again"
-                ) from exc
-        return Plan(self.name, (change,))
+        return Plan(
+            self.name, (Change("delete", "placement-group", live["GroupName"], live["GroupId"]),)
+        )
+
+    def destroy(self) -> Plan:
+        plan = self.destroy_plan()
+        for change in plan.changes:
+            self.log(f"{self.name}: {change}")
+            try:
+                self.aws.ec2.delete_placement_group(GroupName=change.name)
+            except ClientError as exc:
+                if not is_not_found(exc):
+                    raise PlanConflict(
+                        f"gpu-placement-group: cannot delete {change.name}: {exc}; terminate "
+                        "the instances still in it, then run infra_teardown again"
+                    ) from exc
+        return plan
 
     def outputs(self) -> dict[str, str]:
         live = self._observe()

@@ -23,7 +23,9 @@ def owned(ec2, method: str, key: str, stack: str, **kwargs) -> list[dict]:
     return getattr(ec2, method)(Filters=filters, **kwargs)[key]
 
 
-def test_from_empty_apply_creates_the_spec_and_a_second_apply_changes_nothing(aws_ctx):
+def test_from_empty_apply_creates_the_spec_and_a_second_apply_changes_nothing(aws_ctx, aws_server):
+    # The AWS units alone: nodes join as if gpu-cilium had installed the network plugin.
+    aws_server.cni_ready = lambda cluster_name: True
     outputs = apply_all(aws_ctx)
     for unit in AWS_UNITS:
         plan = unit(aws_ctx).plan()
@@ -203,9 +205,11 @@ def test_placement_groups_warn_that_the_pinned_karpenter_cannot_use_them(aws: bo
     assert "Karpenter 1.8.1" in warning and ">= 1.11" in warning
 
 
-def test_a_foreign_cluster_with_our_name_is_neither_changed_nor_deleted(aws_ctx):
+def test_a_foreign_cluster_with_our_name_is_neither_changed_nor_deleted(aws_ctx, aws_server):
     from infra_assets.units.karpenter_iam import KarpenterIamUnit
 
+    # Someone else's cluster, made by hand: their role is usable at once (no IAM delay here).
+    aws_server.configure(iam_propagation_s=0)
     VpcUnit(aws_ctx).apply()
     ec2, eks, iam = (aws_ctx.aws.client(s) for s in ("ec2", "eks", "iam"))
     role = iam.create_role(RoleName="theirs", AssumeRolePolicyDocument="{}")["Role"]["Arn"]

@@ -20,9 +20,11 @@ def test_idle_base_from_what_runs(aws_ctx):
     assert by_component["System nodes"].running == "2 x m6i.large (on_demand)"
     assert by_component["System nodes"].monthly_usd == 163.52  # 2 x $0.112/h x 730 h
     assert by_component["NAT gateways"].monthly_usd == 105.12  # 3 x $0.048/h x 730 h
-    assert estimate.monthly_usd == 361.87
+    # 2 nodes x (4 GiB OS + 50 GiB data) x $0.0928/GB-month
+    assert by_component["System node volumes (gp3)"].monthly_usd == 10.02
+    assert estimate.monthly_usd == 362.61
     assert estimate.seed_monthly_usd == 313.0
-    assert "| **idle base** | | **361.87** | **313** |" in estimate.as_markdown()
+    assert "| **idle base** | | **362.61** | **313** |" in estimate.as_markdown()
 
     # Past the end of standard support, 1.32's control plane bills at the extended rate.
     later = estimate_idle_base(aws_ctx, today=dt.date(2026, 6, 1))

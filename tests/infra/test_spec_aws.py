@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -61,8 +62,14 @@ def test_the_profile_names_the_stack_and_can_move_its_region():
     from gpu_analysis.profile import load_profile
     from infra_assets.resources import InfraResource, cluster_spec_for
 
-    staging = InfraResource.from_profile(load_profile("staging")).cluster_spec()
-    assert staging == ClusterSpec()  # the staging profile is exactly the seed's cluster
+    profile = load_profile("staging")
+    staging = InfraResource.from_profile(profile).cluster_spec()
+    # The staging profile is exactly the seed's cluster, with the profile's match bucket.
+    seed = ClusterSpec()
+    assert staging.workload.bucket == profile.bucket
+    assert staging == dataclasses.replace(
+        seed, workload=dataclasses.replace(seed.workload, bucket=profile.bucket)
+    )
     local = InfraResource.from_profile(load_profile("local")).cluster_spec()
     assert (local.stack, local.cluster_name) == ("local-gpu-analysis", "local-gpu-analysis")
 
