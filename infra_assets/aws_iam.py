@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import urllib.parse
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from infra_assets.aws_access import is_not_found, tag_dict
+from infra_assets.aws_access import error_code, is_not_found, is_owned, poll_seconds, tag_dict
+from infra_assets.idempotent import create_or_adopt
+from infra_assets.plan import Change
+from infra_assets.spec import OWNER_TAG
+
+T = TypeVar("T")
+
+# IAM is eventually consistent: a role is usable by other services only some seconds after
+# CreateRole returns ("Changes that I make are not always immediately visible", IAM User Guide,
+# troubleshooting). EKS then refuses it with InvalidParameterException. Usually seconds; this
+# is the patience before the apply says so.
+PRINCIPAL_PROPAGATION_TIMEOUT_S = 120.0
+
+
+class PrincipalNotVisible(RuntimeError):
+    """EKS kept refusing an IAM role as unknown for longer than IAM propagation takes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,17 +90,82 @@ def observe_role(iam: Any, name: str) -> dict[str, Any] | None:
     }
 
 
-def ensure_role(iam: Any, spec: RoleSpec, observed: dict[str, Any] | None) -> str:
-    """Create the role or bring it to the spec; returns its ARN."""
+def plan_role(
+    iam: Any,
+    role: RoleSpec,
+    stack: str,
+    compare: Callable[..., Change],
+    name: str | None = None,
+) -> tuple[Change | None, str | None]:
+    """The role's plan line (`compare`: `AwsUnit.compare`), named `name` (default: the role's
+    name); resource_id is the live role's ARN. A role of that name that is not ours is a
+    conflict instead: (None, the conflict line)."""
+    observed = observe_role(iam, role.name)
+    if observed is not None and not is_owned(observed["tags"], stack):
+        return None, f"IAM role {role.name} exists but is not ours; rename or remove it"
+    change = compare(
+        "iam-role",
+        name or role.name,
+        None if observed is None else {k: observed[k] for k in role.desired()},
+        role.desired(),
+        observed["arn"] if observed else None,
+    )
+    return change, None
+
+
+def plan_role_delete(
+    iam: Any, role_name: str, stack: str, name: str | None = None
+) -> tuple[Change | None, str | None]:
+    """The teardown plan's line for the role, named `name` (default: the role's name), or the
+    warning that a role of that name is not ours and is left alone; (None, None) when absent."""
+    observed = observe_role(iam, role_name)
+    if observed is None:
+        return None, None
+    if not is_owned(observed["tags"], stack):
+        return None, f"IAM role {role_name} is not ours: left alone"
+    return Change("delete", "iam-role", name or role_name, observed["arn"]), None
+
+
+def ensure_role(
+    iam: Any,
+    spec: RoleSpec,
+    observed: dict[str, Any] | None,
+    iam_once: Any = None,
+    log: Callable[[str], None] | None = None,
+) -> str:
+    """Create the role or bring it to the spec; returns its ARN.
+
+    The create goes through `iam_once` (a client that does not re-send after a 5xx, see
+    `AwsClients.once`) and `create_or_adopt`: CreateRole is not idempotent, so a create that
+    succeeded behind an error would otherwise end in EntityAlreadyExists on the retry.
+    """
     tags = [{"Key": k, "Value": v} for k, v in spec.tags]
     if observed is None:
-        arn = iam.create_role(
-            RoleName=spec.name,
-            AssumeRolePolicyDocument=json.dumps(spec.trust_policy()),
-            Tags=tags,
-        )["Role"]["Arn"]
-        observed = {"managed_policies": [], "inline_policies": {}, "tags": {}}
-        iam.get_waiter("role_exists").wait(RoleName=spec.name, WaiterConfig={"Delay": 2})
+
+        def create() -> str:
+            return (iam_once or iam).create_role(
+                RoleName=spec.name,
+                AssumeRolePolicyDocument=json.dumps(spec.trust_policy()),
+                Tags=tags,
+            )["Role"]["Arn"]
+
+        def find() -> str | None:
+            found = observe_role(iam, spec.name)
+            owner = dict(spec.tags).get(OWNER_TAG)
+            if found is None or owner is None or found["tags"].get(OWNER_TAG) != owner:
+                return None  # absent, or a role of that name that is not ours: never adopted
+            return found["arn"]
+
+        arn = create_or_adopt(f"IAM role {spec.name}", create, find, log)
+        # Adopted or new, the role is brought to the spec below from what is there now.
+        observed = observe_role(iam, spec.name) or {
+            "managed_policies": [],
+            "inline_policies": {},
+            "tags": {},
+        }
+        iam.get_waiter("role_exists").wait(
+            RoleName=spec.name, WaiterConfig={"Delay": max(1, round(poll_seconds(2.0)))}
+        )
     else:
         arn = observed["arn"]
         if observed["trust_policy"] != canonical_policy(spec.trust_policy()):
@@ -127,6 +209,73 @@ def delete_role(iam: Any, name: str) -> None:
             raise
 
 
+def is_principal_not_visible(exc: BaseException) -> bool:
+    """EKS's answer for a role or principal that IAM has not propagated yet (or that is gone).
+
+    Real accounts answer CreateAccessEntry / CreatePodIdentityAssociation / CreateCluster with
+    400 InvalidParameterException naming the role or principal in the seconds after CreateRole.
+    """
+    if not isinstance(exc, ClientError) or error_code(exc) != "InvalidParameterException":
+        return False
+    message = exc.response.get("Error", {}).get("Message", "").lower()
+    return "role" in message or "principal" in message
+
+
+def retry_while_principal_propagates(
+    what: str,
+    call: Callable[[], T],
+    log: Callable[[str], None] | None = None,
+    timeout_s: float | None = None,
+) -> T:
+    """`call()`, sent again while EKS says the IAM role/principal is not there yet, bounded.
+
+    Other errors pass through at once. After `timeout_s` the error says what to check.
+    """
+    if timeout_s is None:
+        timeout_s = PRINCIPAL_PROPAGATION_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
+    delay_s = poll_seconds(2.0)
+    while True:
+        try:
+            return call()
+        except ClientError as exc:
+            if not is_principal_not_visible(exc):
+                raise
+            message = exc.response.get("Error", {}).get("Message", "")
+            if time.monotonic() + delay_s > deadline:
+                raise PrincipalNotVisible(
+                    f"{what}: EKS still refuses the IAM role after {timeout_s:g} s ({message}); "
+                    "IAM changes usually propagate within seconds: check that the role exists "
+                    "(aws iam get-role) and apply again"
+                ) from exc
+            if log is not None:
+                log(f"{what}: IAM role not visible to EKS yet ({message}); retrying")
+            time.sleep(delay_s)
+
+
+def create_after_principal_propagates(
+    what: str,
+    create: Callable[[], str],
+    observe: Callable[[], dict[str, Any] | None],
+    id_key: str,
+    stack: str,
+    log: Callable[[str], None] | None = None,
+) -> str:
+    """`create()` (an EKS create naming an IAM role: sent again while IAM propagates the role)
+    through `create_or_adopt`: after an unclear answer, what `observe()` finds is adopted (its
+    `id_key`) only when it carries this stack's owner tag."""
+
+    def find() -> str | None:
+        found = observe()
+        if found is None or not is_owned(found.get("tags"), stack):
+            return None
+        return found[id_key]
+
+    return create_or_adopt(
+        what, lambda: retry_while_principal_propagates(what, create, log), find, log
+    )
+
+
 def _document(value: Any) -> dict[str, Any]:
     # IAM returns policy documents URL-encoded; boto3 decodes some of them, not all.
     if isinstance(value, str):
@@ -148,3 +297,40 @@ def canonical_policy(document: dict[str, Any]) -> dict[str, Any]:
         return value
 
     return norm(document)
+
+
+def instance_profiles_tagged(iam: Any, wanted: dict[str, str], present: tuple[str, ...] = ()):
+    """Instance profiles carrying every tag of `wanted` (exact values) and every key of `present`.
+
+    Yields (name, arn, role names, tags). ListInstanceProfiles does not return tags (IAM API
+    reference), so each profile's tags come from GetInstanceProfile.
+    """
+    for page in iam.get_paginator("list_instance_profiles").paginate():
+        for listed in page["InstanceProfiles"]:
+            try:
+                profile = iam.get_instance_profile(
+                    InstanceProfileName=listed["InstanceProfileName"]
+                )["InstanceProfile"]
+            except ClientError as exc:
+                if is_not_found(exc):
+                    continue  # deleted meanwhile
+                raise
+            tags = tag_dict(profile.get("Tags"))
+            if all(tags.get(k) == v for k, v in wanted.items()) and all(k in tags for k in present):
+                yield (
+                    profile["InstanceProfileName"],
+                    profile["Arn"],
+                    [r["RoleName"] for r in profile.get("Roles", [])],
+                    tags,
+                )
+
+
+def delete_instance_profile(iam: Any, name: str, role_names: list[str]) -> None:
+    """Remove the roles from the profile, then delete it (callers checked whose it is)."""
+    try:
+        for role_name in role_names:
+            iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role_name)
+        iam.delete_instance_profile(InstanceProfileName=name)
+    except ClientError as exc:
+        if not is_not_found(exc):
+            raise

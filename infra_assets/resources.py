@@ -24,6 +24,7 @@ class InfraResource(dg.ConfigurableResource):
     cluster_name: str
     environment: str
     account_id: str = ""
+    bucket: str = ""  # the match bucket (profile `bucket`); empty: "<cluster name>-matches"
     helm_binary: str = "helm"
 
     @classmethod
@@ -33,11 +34,12 @@ class InfraResource(dg.ConfigurableResource):
             cluster_name=profile.cluster_name,
             environment=profile.name,
             account_id=profile.aws_account_id,
+            bucket=profile.bucket,
         )
 
     def cluster_spec(self) -> ClusterSpec:
         return cluster_spec_for(
-            self.aws_region, self.cluster_name, self.environment, self.account_id
+            self.aws_region, self.cluster_name, self.environment, self.account_id, self.bucket
         )
 
     def unit_context(self, log: Any = None) -> UnitContext:
@@ -51,7 +53,7 @@ class InfraResource(dg.ConfigurableResource):
 
 
 def cluster_spec_for(
-    region: str, cluster_name: str, environment: str, account_id: str = ""
+    region: str, cluster_name: str, environment: str, account_id: str = "", bucket: str = ""
 ) -> ClusterSpec:
     """The seed's cluster, named after the profile's cluster (which is also the stack tag)."""
     base = ClusterSpec()
@@ -63,6 +65,8 @@ def cluster_spec_for(
         region=region,
         account_id=account_id or base.account_id,
     )
+    if bucket:
+        spec = dataclasses.replace(spec, workload=dataclasses.replace(spec.workload, bucket=bucket))
     if region != base.region:
         # Same zone letters in another region (a, b, c), so a profile can move the stack.
         def move(zone: str) -> str:

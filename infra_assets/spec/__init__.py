@@ -1,6 +1,7 @@
 """The declared staging cluster of seed 000: every number of the stack, in this one package.
 
-`aws.py` holds the AWS units (VPC, placement group, EKS, Karpenter IAM); `kubernetes.py` the
+`aws.py` holds the AWS units (VPC, placement group, EKS, Karpenter IAM, the workload's bucket
+and identity); `kubernetes.py` the
 in-cluster units (Cilium, Karpenter controller, node pools). `ClusterSpec` composes them.
 """
 
@@ -8,7 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from infra_assets.spec.aws import EksSpec, KarpenterIamSpec, PlacementGroupSpec, VpcSpec
+from infra_assets.spec.aws import (
+    EksSpec,
+    KarpenterIamSpec,
+    PlacementGroupSpec,
+    VpcSpec,
+    WorkloadSpec,
+)
 from infra_assets.spec.kubernetes import (
     CiliumSpec,
     KarpenterControllerSpec,
@@ -30,6 +37,7 @@ class ClusterSpec:
     placement_group: PlacementGroupSpec = dataclasses.field(default_factory=PlacementGroupSpec)
     eks: EksSpec = dataclasses.field(default_factory=EksSpec)
     karpenter_iam: KarpenterIamSpec = dataclasses.field(default_factory=KarpenterIamSpec)
+    workload: WorkloadSpec = dataclasses.field(default_factory=WorkloadSpec)
     cilium: CiliumSpec = dataclasses.field(default_factory=CiliumSpec)
     karpenter_controller: KarpenterControllerSpec = dataclasses.field(
         default_factory=KarpenterControllerSpec

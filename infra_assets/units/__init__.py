@@ -1,4 +1,5 @@
-"""The seven deployment units of seed 000, in stack order, and who depends on whom."""
+"""The seven deployment units of seed 000 plus the workload's AWS side, in stack order, and who
+depends on whom."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from infra_assets.units.karpenter_iam import KarpenterIamUnit
 from infra_assets.units.nodepools import NodePoolsUnit
 from infra_assets.units.placement_group import PlacementGroupUnit
 from infra_assets.units.vpc import VpcUnit
+from infra_assets.units.workload import WorkloadAwsUnit
 
 # Stack order: each unit comes after everything it depends on (seed 000, "Deployment Stack").
 UNITS: tuple[type[DeploymentUnit], ...] = (
@@ -18,6 +20,7 @@ UNITS: tuple[type[DeploymentUnit], ...] = (
     EksUnit,
     CiliumUnit,
     KarpenterIamUnit,
+    WorkloadAwsUnit,
     KarpenterControllerUnit,
     NodePoolsUnit,
 )
@@ -28,6 +31,9 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "gpu-eks": ("gpu-placement-group",),
     "gpu-cilium": ("gpu-eks",),
     "gpu-karpenter-iam": ("gpu-eks",),
+    # After the seed's seven: the match bucket and the workers' identity (needs the cluster for
+    # the Pod Identity association).
+    "gpu-workload-aws": ("gpu-eks",),
     "gpu-karpenter-controller": ("gpu-karpenter-iam",),
     "gpu-karpenter-nodepools": ("gpu-karpenter-controller",),
 }
@@ -38,6 +44,7 @@ AWS_UNITS: tuple[type[DeploymentUnit], ...] = (
     PlacementGroupUnit,
     EksUnit,
     KarpenterIamUnit,
+    WorkloadAwsUnit,
 )
 
 TEARDOWN_ORDER: tuple[type[DeploymentUnit], ...] = tuple(reversed(UNITS))

@@ -11,12 +11,16 @@ from infra_assets.aws_access import is_not_found, is_owned
 from infra_assets.aws_iam import (
     RoleSpec,
     canonical_policy,
+    create_after_principal_propagates,
+    delete_instance_profile,
     delete_role,
-    ensure_role,
-    observe_role,
+    instance_profiles_tagged,
+    plan_role,
+    plan_role_delete,
 )
 from infra_assets.manifests import karpenter_interruption_queue_name, karpenter_node_role_name
 from infra_assets.plan import Change, Plan
+from infra_assets.pod_identity import PodIdentityAssociation, cluster_ownership
 from infra_assets.spec.aws import InterruptionRuleSpec
 from infra_assets.units.aws_unit import AwsUnit, UpstreamMissing, diffs_of
 
@@ -47,6 +51,16 @@ class KarpenterIamUnit(AwsUnit):
     def rule_name(self, rule: InterruptionRuleSpec) -> str:
         return f"{self.spec.cluster_name}-{rule.name}"
 
+    @property
+    def association(self) -> PodIdentityAssociation:
+        """The controller's Pod Identity association."""
+        return PodIdentityAssociation(
+            self.spec.cluster_name,
+            self._karpenter.namespace,
+            self._karpenter.service_account,
+            self.tags("pod-identity/karpenter"),
+        )
+
     def _roles(self, account: str, region: str) -> dict[str, RoleSpec]:
         return {
             "controller": RoleSpec(
@@ -67,26 +81,116 @@ class KarpenterIamUnit(AwsUnit):
         }
 
     def _controller_policy(self, account: str, region: str) -> dict[str, Any]:
-        """Karpenter 1.x controller permissions, scoped to this cluster where AWS allows it."""
+        """Karpenter 1.x controller permissions, scoped to this cluster's tags.
+
+        Statement by statement what terraform-aws-eks v21.15.1 `modules/karpenter/policy.tf`
+        grants (tests/infra/test_karpenter_iam_policy.py holds the two side by side): Karpenter
+        may launch only instances, fleets and launch templates that it tags for this cluster
+        and a NodePool as it creates them, tag only those, and terminate or delete only what
+        carries those tags; instance profiles likewise. Karpenter v1 sets these tags itself on
+        everything it creates (`kubernetes.io/cluster/<cluster>: owned`,
+        `eks:eks-cluster-name`, `karpenter.sh/nodepool`, `karpenter.sh/nodeclaim`,
+        `karpenter.k8s.aws/ec2nodeclass`; karpenter.sh/docs/concepts/nodeclasses "spec.tags"),
+        which is why the EC2NodeClass CRD refuses them in `spec.tags` (its CEL rules "tag
+        contains a restricted tag matching ..."). EC2 reads are regional: Describe* accepts no
+        resource or tag condition.
+        """
         cluster = self.spec.cluster_name
+        cluster_tag = f"kubernetes.io/cluster/{cluster}"
         queue_arn = f"arn:aws:sqs:{region}:{account}:{self.queue_name}"
         node_role_arn = f"arn:aws:iam::{account}:role/{self.node_role_name}"
+        ec2 = f"arn:aws:ec2:{region}"
+        instance_profiles = f"arn:aws:iam::{account}:instance-profile/*"
+        launched = [
+            f"{ec2}:*:fleet/*",
+            f"{ec2}:*:instance/*",
+            f"{ec2}:*:volume/*",
+            f"{ec2}:*:network-interface/*",
+            f"{ec2}:*:launch-template/*",
+            f"{ec2}:*:spot-instances-request/*",
+        ]
+        request_tags_for_cluster = {
+            f"aws:RequestTag/{cluster_tag}": "owned",
+            "aws:RequestTag/eks:eks-cluster-name": cluster,
+        }
+        resource_tagged_for_cluster = {
+            "StringEquals": {f"aws:ResourceTag/{cluster_tag}": "owned"},
+            "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+        }
         return {
             "Version": "2012-10-17",
             "Statement": [
                 {
-                    "Sid": "AllowScopedEC2",
+                    # What an instance is launched from: AMIs, subnets, SGs are not ours to tag.
+                    "Sid": "AllowScopedEC2InstanceAccessActions",
                     "Effect": "Allow",
-                    "Action": [
-                        "ec2:CreateFleet",
-                        "ec2:CreateLaunchTemplate",
-                        "ec2:CreateTags",
-                        "ec2:DeleteLaunchTemplate",
-                        "ec2:RunInstances",
-                        "ec2:TerminateInstances",
+                    "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
+                    "Resource": [
+                        f"arn:aws:ec2:{region}::image/*",
+                        f"arn:aws:ec2:{region}::snapshot/*",
+                        f"{ec2}:*:security-group/*",
+                        f"{ec2}:*:subnet/*",
+                        f"{ec2}:*:capacity-reservation/*",
                     ],
-                    "Resource": "*",
-                    "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
+                },
+                {
+                    "Sid": "AllowScopedEC2LaunchTemplateAccessActions",
+                    "Effect": "Allow",
+                    "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
+                    "Resource": f"{ec2}:*:launch-template/*",
+                    "Condition": resource_tagged_for_cluster,
+                },
+                {
+                    "Sid": "AllowScopedEC2InstanceActionsWithTags",
+                    "Effect": "Allow",
+                    "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
+                    "Resource": [*launched, f"{ec2}:*:capacity-reservation/*"],
+                    "Condition": {
+                        "StringEquals": request_tags_for_cluster,
+                        "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+                    },
+                },
+                {
+                    "Sid": "AllowScopedResourceCreationTagging",
+                    "Effect": "Allow",
+                    "Action": "ec2:CreateTags",
+                    "Resource": launched,
+                    "Condition": {
+                        "StringEquals": {
+                            **request_tags_for_cluster,
+                            "ec2:CreateAction": [
+                                "RunInstances",
+                                "CreateFleet",
+                                "CreateLaunchTemplate",
+                            ],
+                        },
+                        "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+                    },
+                },
+                {
+                    # After launch Karpenter only names its instances and their NodeClaims.
+                    "Sid": "AllowScopedResourceTagging",
+                    "Effect": "Allow",
+                    "Action": "ec2:CreateTags",
+                    "Resource": f"{ec2}:*:instance/*",
+                    "Condition": {
+                        **resource_tagged_for_cluster,
+                        "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": cluster},
+                        "ForAllValues:StringEquals": {
+                            "aws:TagKeys": [
+                                "eks:eks-cluster-name",
+                                "karpenter.sh/nodeclaim",
+                                "Name",
+                            ]
+                        },
+                    },
+                },
+                {
+                    "Sid": "AllowScopedDeletion",
+                    "Effect": "Allow",
+                    "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
+                    "Resource": [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
+                    "Condition": resource_tagged_for_cluster,
                 },
                 {
                     "Sid": "AllowRegionalReadActions",
@@ -99,7 +203,6 @@ class KarpenterIamUnit(AwsUnit):
                         "ec2:DescribeInstanceTypeOfferings",
                         "ec2:DescribeInstanceTypes",
                         "ec2:DescribeLaunchTemplates",
-                        "ec2:DescribePlacementGroups",
                         "ec2:DescribeSecurityGroups",
                         "ec2:DescribeSpotPriceHistory",
                         "ec2:DescribeSubnets",
@@ -122,11 +225,7 @@ class KarpenterIamUnit(AwsUnit):
                 {
                     "Sid": "AllowInterruptionQueueActions",
                     "Effect": "Allow",
-                    "Action": [
-                        "sqs:DeleteMessage",
-                        "sqs:GetQueueUrl",
-                        "sqs:ReceiveMessage",
-                    ],
+                    "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
                     "Resource": queue_arn,
                 },
                 {
@@ -137,18 +236,64 @@ class KarpenterIamUnit(AwsUnit):
                     "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
                 },
                 {
-                    "Sid": "AllowInstanceProfileActions",
+                    "Sid": "AllowScopedInstanceProfileCreationActions",
+                    "Effect": "Allow",
+                    "Action": "iam:CreateInstanceProfile",
+                    "Resource": instance_profiles,
+                    "Condition": {
+                        "StringEquals": {
+                            **request_tags_for_cluster,
+                            "aws:RequestTag/topology.kubernetes.io/region": region,
+                        },
+                        "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+                    },
+                },
+                {
+                    "Sid": "AllowScopedInstanceProfileTagActions",
+                    "Effect": "Allow",
+                    "Action": "iam:TagInstanceProfile",
+                    "Resource": instance_profiles,
+                    "Condition": {
+                        "StringEquals": {
+                            f"aws:ResourceTag/{cluster_tag}": "owned",
+                            "aws:ResourceTag/topology.kubernetes.io/region": region,
+                            **request_tags_for_cluster,
+                            "aws:RequestTag/topology.kubernetes.io/region": region,
+                        },
+                        "StringLike": {
+                            "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*",
+                            "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*",
+                        },
+                    },
+                },
+                {
+                    "Sid": "AllowScopedInstanceProfileActions",
                     "Effect": "Allow",
                     "Action": [
                         "iam:AddRoleToInstanceProfile",
-                        "iam:CreateInstanceProfile",
-                        "iam:DeleteInstanceProfile",
-                        "iam:GetInstanceProfile",
-                        "iam:ListInstanceProfiles",
                         "iam:RemoveRoleFromInstanceProfile",
-                        "iam:TagInstanceProfile",
+                        "iam:DeleteInstanceProfile",
                     ],
-                    "Resource": f"arn:aws:iam::{account}:instance-profile/*",
+                    "Resource": instance_profiles,
+                    "Condition": {
+                        "StringEquals": {
+                            f"aws:ResourceTag/{cluster_tag}": "owned",
+                            "aws:ResourceTag/topology.kubernetes.io/region": region,
+                        },
+                        "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+                    },
+                },
+                {
+                    "Sid": "AllowInstanceProfileReadActions",
+                    "Effect": "Allow",
+                    "Action": "iam:GetInstanceProfile",
+                    "Resource": instance_profiles,
+                },
+                {
+                    "Sid": "AllowUnscopedInstanceProfileListAction",
+                    "Effect": "Allow",
+                    "Action": "iam:ListInstanceProfiles",
+                    "Resource": "*",
                 },
                 {
                     "Sid": "AllowAPIServerEndpointDiscovery",
@@ -239,30 +384,11 @@ class KarpenterIamUnit(AwsUnit):
         }
 
     def _cluster_ownership(self) -> str:
-        """ "ours", "absent", or "foreign" (a cluster of that name without our tag)."""
-        try:
-            cluster = self.aws.eks.describe_cluster(name=self.spec.cluster_name)["cluster"]
-        except ClientError as exc:
-            if is_not_found(exc):
-                return "absent"
-            raise
-        return "ours" if is_owned(cluster.get("tags"), self.stack) else "foreign"
+        return cluster_ownership(self.aws.eks, self.spec.cluster_name, self.stack)
 
     def _cluster_exists(self) -> bool:
         """Our cluster exists: the only one we add associations and access entries to."""
         return self._cluster_ownership() == "ours"
-
-    def _association(self) -> dict[str, Any] | None:
-        summaries = self.aws.eks.list_pod_identity_associations(
-            clusterName=self.spec.cluster_name,
-            namespace=self._karpenter.namespace,
-            serviceAccount=self._karpenter.service_account,
-        )["associations"]
-        if not summaries:
-            return None
-        return self.aws.eks.describe_pod_identity_association(
-            clusterName=self.spec.cluster_name, associationId=summaries[0]["associationId"]
-        )["association"]
 
     def _access_entry(self, principal: str) -> dict[str, Any] | None:
         try:
@@ -284,21 +410,11 @@ class KarpenterIamUnit(AwsUnit):
         self._ids: dict[str, str] = {}
 
         for role in self._roles(account, region).values():
-            observed = observe_role(self.aws.iam, role.name)
-            if observed is not None and not is_owned(observed["tags"], self.stack):
-                conflicts.append(
-                    f"IAM role {role.name} exists but is not ours; rename or remove it"
-                )
-                continue
-            changes.append(
-                self.compare(
-                    "iam-role",
-                    role.name,
-                    None if observed is None else {k: observed[k] for k in role.desired()},
-                    role.desired(),
-                    observed["arn"] if observed else None,
-                )
-            )
+            change, conflict = plan_role(self.aws.iam, role, self.stack, self.compare)
+            if conflict is not None:
+                conflicts.append(conflict)
+            else:
+                changes.append(change)
 
         queue_arn = f"arn:aws:sqs:{region}:{account}:{self.queue_name}"
         queue = self._queue()
@@ -347,7 +463,7 @@ class KarpenterIamUnit(AwsUnit):
 
         node_role_arn = f"arn:aws:iam::{account}:role/{self.node_role_name}"
         controller_role_arn = f"arn:aws:iam::{account}:role/{self.controller_role_name}"
-        association_name = f"{self._karpenter.namespace}/{self._karpenter.service_account}"
+        association = self.association
         ownership = self._cluster_ownership()
         if ownership == "foreign":
             conflicts.append(
@@ -359,26 +475,13 @@ class KarpenterIamUnit(AwsUnit):
                 f"EKS cluster {self.spec.cluster_name} does not exist yet: the Pod Identity "
                 "association and the node access entry wait for gpu_eks"
             )
-            changes.append(Change("create", "pod-identity-association", association_name))
+            changes.append(Change("create", "pod-identity-association", association.name))
             changes.append(Change("create", "eks-access-entry", self.node_role_name))
         else:
-            association = self._association()
-            if association is not None:
-                self._ids["association_id"] = association["associationId"]
-            changes.append(
-                self.compare(
-                    "pod-identity-association",
-                    association_name,
-                    None
-                    if association is None
-                    else {"role": association.get("roleArn"), "tags": association.get("tags")},
-                    {
-                        "role": controller_role_arn,
-                        "tags": self.tags("pod-identity/karpenter"),
-                    },
-                    association.get("associationArn") if association else None,
-                )
-            )
+            observed = association.observe(self.aws.eks)
+            if observed is not None:
+                self._ids["association_id"] = observed["associationId"]
+            changes.append(association.plan_change(self.compare, observed, controller_role_arn))
             entry = self._access_entry(node_role_arn)
             changes.append(
                 self.compare(
@@ -401,12 +504,15 @@ class KarpenterIamUnit(AwsUnit):
         eks = self.aws.eks
 
         if change.kind == "iam-role":
-            role = next(r for r in self._roles(account, region).values() if r.name == change.name)
-            ensure_role(self.aws.iam, role, observe_role(self.aws.iam, role.name))
+            self.apply_role(
+                next(r for r in self._roles(account, region).values() if r.name == change.name)
+            )
 
         elif change.kind == "sqs-queue":
             attributes = self._queue_attributes(queue_arn)
             if change.action == "create":
+                # CreateQueue is idempotent by name while the attributes are the same (SQS API
+                # reference), so the standard client's re-send after a 5xx finds the queue.
                 self._ids["queue_url"] = self.aws.sqs.create_queue(
                     QueueName=self.queue_name,
                     Attributes=attributes,
@@ -430,6 +536,7 @@ class KarpenterIamUnit(AwsUnit):
                 {"Key": k, "Value": v}
                 for k, v in self.tags(f"eventbridge-rule/{rule.name}").items()
             ]
+            # PutRule creates or updates by name, PutTargets by target Id: a re-send is harmless.
             arn = self.aws.events.put_rule(
                 Name=change.name,
                 EventPattern=json.dumps(self._event_pattern(rule)),
@@ -457,23 +564,11 @@ class KarpenterIamUnit(AwsUnit):
                 )
             role_arn = f"arn:aws:iam::{account}:role/{self.controller_role_name}"
             if change.action == "create":
-                eks.create_pod_identity_association(
-                    clusterName=self.spec.cluster_name,
-                    namespace=self._karpenter.namespace,
-                    serviceAccount=self._karpenter.service_account,
-                    roleArn=role_arn,
-                    tags=self.tags("pod-identity/karpenter"),
-                )
+                self.association.create(self.aws, role_arn, self.stack, self.log)
             else:
-                eks.update_pod_identity_association(
-                    clusterName=self.spec.cluster_name,
-                    associationId=self._ids["association_id"],
-                    roleArn=role_arn,
+                self.association.update(
+                    eks, self._ids["association_id"], role_arn, change, set(diffs)
                 )
-                if "tags" in diffs and change.resource_id:
-                    eks.tag_resource(
-                        resourceArn=change.resource_id, tags=self.tags("pod-identity/karpenter")
-                    )
 
         elif change.kind == "eks-access-entry":
             if not self._cluster_exists():
@@ -485,40 +580,40 @@ class KarpenterIamUnit(AwsUnit):
             if change.action == "update":
                 # An access entry's type is fixed at creation.
                 eks.delete_access_entry(clusterName=self.spec.cluster_name, principalArn=principal)
-            eks.create_access_entry(
+            self._create_access_entry(principal)
+
+    def _create_access_entry(self, principal: str) -> str:
+        """The node role's access entry, once, after IAM has propagated the role."""
+        return create_after_principal_propagates(
+            f"EKS access entry {self.node_role_name}",
+            lambda: self.aws.once("eks").create_access_entry(
                 clusterName=self.spec.cluster_name,
                 principalArn=principal,
                 type="EC2_LINUX",
                 tags=self.tags("access-entry/karpenter-node"),
-            )
+            )["accessEntry"]["accessEntryArn"],
+            lambda: self._access_entry(principal),
+            "accessEntryArn",
+            self.stack,
+            self.log,
+        )
 
     # --- destroy ----------------------------------------------------------------------------
 
-    def destroy(self) -> Plan:
+    def destroy_plan(self) -> Plan:
+        """What teardown deletes, in order, and what it leaves alone; changes nothing."""
         account, region = self._account_region()
         deletes: list[Change] = []
         warnings: list[str] = []
-        eks = self.aws.eks
-        if self._cluster_exists():
-            association = self._association()
+        ownership = self._cluster_ownership()
+        if ownership == "ours":
+            association = self.association.observe(self.aws.eks)
             if association is not None and is_owned(association.get("tags"), self.stack):
-                deletes.append(
-                    Change(
-                        "delete",
-                        "pod-identity-association",
-                        f"{association['namespace']}/{association['serviceAccount']}",
-                        association["associationArn"],
-                    )
-                )
-                eks.delete_pod_identity_association(
-                    clusterName=self.spec.cluster_name,
-                    associationId=association["associationId"],
-                )
+                deletes.append(self.association.delete_change(association))
             principal = f"arn:aws:iam::{account}:role/{self.node_role_name}"
             entry = self._access_entry(principal)
             if entry is not None and is_owned(entry.get("tags"), self.stack):
                 deletes.append(Change("delete", "eks-access-entry", self.node_role_name, principal))
-                eks.delete_access_entry(clusterName=self.spec.cluster_name, principalArn=principal)
 
         for rule in self._karpenter.interruption_rules:
             live = self._rule(rule)
@@ -527,38 +622,87 @@ class KarpenterIamUnit(AwsUnit):
             if not is_owned(live["tags"], self.stack):
                 warnings.append(f"EventBridge rule {self.rule_name(rule)} is not ours: left alone")
                 continue
-            targets = self.aws.events.list_targets_by_rule(Rule=self.rule_name(rule))["Targets"]
-            if targets:
-                self.aws.events.remove_targets(
-                    Rule=self.rule_name(rule), Ids=[t["Id"] for t in targets]
-                )
-            self.aws.events.delete_rule(Name=self.rule_name(rule))
             deletes.append(Change("delete", "eventbridge-rule", self.rule_name(rule), live["arn"]))
 
         queue = self._queue()
         if queue is not None:
             if is_owned(queue["tags"], self.stack):
-                self.aws.sqs.delete_queue(QueueUrl=queue["url"])
                 deletes.append(Change("delete", "sqs-queue", self.queue_name, queue["url"]))
             else:
                 warnings.append(f"SQS queue {self.queue_name} is not ours: left alone")
 
+        if ownership == "foreign":
+            warnings.append(
+                f"EKS cluster {self.spec.cluster_name} is not ours: the instance profiles tagged "
+                "for that name are its own and are left alone"
+            )
+        else:
+            for name, arn, _roles in self._karpenter_instance_profiles(region):
+                deletes.append(Change("delete", "iam-instance-profile", name, arn))
+
         for role in self._roles(account, region).values():
-            observed = observe_role(self.aws.iam, role.name)
-            if observed is None:
-                continue
-            if not is_owned(observed["tags"], self.stack):
-                warnings.append(f"IAM role {role.name} is not ours: left alone")
-                continue
-            delete_role(self.aws.iam, role.name)
-            deletes.append(Change("delete", "iam-role", role.name, observed["arn"]))
-        for change in deletes:
-            self.log(f"{self.name}: {change}")
+            change, warning = plan_role_delete(self.aws.iam, role.name, self.stack)
+            if warning is not None:
+                warnings.append(warning)
+            elif change is not None:
+                deletes.append(change)
         return Plan(self.name, tuple(deletes), tuple(warnings))
+
+    def destroy(self, plan: Plan | None = None) -> Plan:
+        """Carry out `destroy_plan()` (or the preview given): what it shows, in that order."""
+        plan = plan if plan is not None else self.destroy_plan()
+        eks = self.aws.eks
+        _, region = self._account_region()
+        profiles = {name: roles for name, _arn, roles in self._karpenter_instance_profiles(region)}
+        for change in plan.changes:
+            self.log(f"{self.name}: {change}")
+            if change.kind == "pod-identity-association":
+                live = self.association.observe(eks)
+                if live is not None:
+                    self.association.delete(eks, live["associationId"])
+            elif change.kind == "eks-access-entry":
+                eks.delete_access_entry(
+                    clusterName=self.spec.cluster_name, principalArn=change.resource_id
+                )
+            elif change.kind == "eventbridge-rule":
+                targets = self.aws.events.list_targets_by_rule(Rule=change.name)["Targets"]
+                if targets:
+                    self.aws.events.remove_targets(Rule=change.name, Ids=[t["Id"] for t in targets])
+                self.aws.events.delete_rule(Name=change.name)
+            elif change.kind == "sqs-queue":
+                self.aws.sqs.delete_queue(QueueUrl=change.resource_id)
+            elif change.kind == "iam-instance-profile":
+                delete_instance_profile(self.aws.iam, change.name, profiles.get(change.name, []))
+            elif change.kind == "iam-role":
+                delete_role(self.aws.iam, change.name)
+        return plan
+
+    def _karpenter_instance_profiles(self, region: str) -> list[tuple[str, str, list[str]]]:
+        """The instance profiles Karpenter made for this cluster's EC2NodeClasses.
+
+        Karpenter v1 creates one per EC2NodeClass that names a `role` and tags it
+        `kubernetes.io/cluster/<cluster>: owned`, `eks:eks-cluster-name: <cluster>`,
+        `topology.kubernetes.io/region` and `karpenter.k8s.aws/ec2nodeclass` (the tags the
+        controller policy demands on iam:CreateInstanceProfile). It deletes them when the
+        EC2NodeClass goes, but not when the cluster is torn down under it: they leak. Only
+        profiles carrying all of these tags for this cluster and region are ours to delete.
+        """
+        cluster = self.spec.cluster_name
+        wanted = {
+            f"kubernetes.io/cluster/{cluster}": "owned",
+            "eks:eks-cluster-name": cluster,
+            "topology.kubernetes.io/region": region,
+        }
+        return [
+            (name, arn, roles)
+            for name, arn, roles, _tags in instance_profiles_tagged(
+                self.aws.iam, wanted, present=("karpenter.k8s.aws/ec2nodeclass",)
+            )
+        ]
 
     def outputs(self) -> dict[str, str]:
         account, region = self._account_region()
-        association = self._association() if self._cluster_exists() else None
+        association = self.association.observe(self.aws.eks) if self._cluster_exists() else None
         return {
             "controller_role_arn": f"arn:aws:iam::{account}:role/{self.controller_role_name}",
             "node_role_name": self.node_role_name,
