@@ -17,7 +17,7 @@ from typing import Any
 
 import kubernetes.client
 
-from infra_assets.kube import Kube, leaves
+from infra_assets.kube import Kube, diff_live, leaves
 from infra_assets.plan import Change, FieldDiff, diff_fields
 from infra_assets.spec import OWNER_TAG
 
@@ -198,7 +198,9 @@ def plan_release(
         )
     observed = {"chart": {"version": live.chart_version}, "status": live.status}
     desired = {"chart": {"version": want.version}, "status": "deployed"}
-    diffs = diff_fields(observed, desired) + diff_fields(live.values, want.values, "values")
+    # Values someone added by hand (`helm upgrade --reuse-values --set ...`) are drift too:
+    # the upgrade with --reset-values drops them.
+    diffs = diff_fields(observed, desired) + diff_live(live.values, want.values, ("values",))
     action = "update" if diffs else "keep"
     return (
         Change(action, "helm-release", want.ref, f"revision {live.revision}", tuple(diffs)),

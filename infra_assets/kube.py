@@ -8,14 +8,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import time
 from typing import Any
 
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from infra_assets.plan import Change, FieldDiff, Plan, diff_fields
+from infra_assets.plan import Change, FieldDiff, Plan
 from infra_assets.spec import OWNER_TAG
 
 NO_CLUSTER_WARNING = "no Kubernetes cluster is configured (kubeconfig/in-cluster)"
@@ -27,6 +29,7 @@ FIELD_MANAGER = "gpu-analysis"
 # kind -> (group, version, plural, namespaced) for every kind the in-cluster units touch.
 KINDS: dict[str, tuple[str, str, str, bool]] = {
     "Namespace": ("", "v1", "namespaces", False),
+    "Node": ("", "v1", "nodes", False),
     "Secret": ("", "v1", "secrets", True),
     "Deployment": ("apps", "v1", "deployments", True),
     "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets", True),
@@ -55,6 +58,12 @@ class ObjectRef:
     def of(cls, obj: dict[str, Any]) -> ObjectRef:
         meta = obj["metadata"]
         return cls(obj["kind"], meta["name"], meta.get("namespace"))
+
+    @classmethod
+    def of_change(cls, change: Change) -> ObjectRef:
+        """The object a planned change names ("namespace/name" or "name")."""
+        namespace, _, name = change.name.rpartition("/")
+        return cls(change.kind, name, namespace or None)
 
     def path(self, with_name: bool = True) -> str:
         group, version, plural, namespaced = _kind(self.kind)
@@ -183,11 +192,84 @@ class Kube:
         return True
 
 
+# What the API server writes into our objects by itself: never drift, never ours to remove.
+# (A Namespace gets the label kubernetes.io/metadata.name and spec.finalizers on create.) Every
+# default of the Karpenter 1.8.1 and Cilium 1.16 CRD schemas is set explicitly by the manifests,
+# so server-side defaulting adds nothing else to the fields we compare.
+SERVER_LABELS = frozenset({"kubernetes.io/metadata.name"})
+SERVER_FIELDS: dict[str, frozenset[str]] = {"Namespace": frozenset({"spec"})}
+
+
 def _managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     """The parts of an object we declare and compare: labels and everything but metadata."""
-    fields = {k: v for k, v in obj.items() if k not in ("metadata", "apiVersion", "kind", "status")}
-    fields["metadata"] = {"labels": (obj.get("metadata") or {}).get("labels") or {}}
+    skipped = {"metadata", "apiVersion", "kind", "status", *SERVER_FIELDS.get(obj.get("kind"), ())}
+    fields = {k: v for k, v in obj.items() if k not in skipped}
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    fields["metadata"] = {"labels": {k: v for k, v in labels.items() if k not in SERVER_LABELS}}
     return fields
+
+
+# ---- field paths: `spec.limits["nvidia.com/gpu"]`, readable and parsed back for the patch --
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_PATH_TOKEN = re.compile(r'\["(?:[^"\\]|\\.)*"\]|[^.\[]+')
+
+
+def field_path(keys: tuple[str, ...]) -> str:
+    """Dotted path; a key with a dot or slash (labels, `nvidia.com/gpu`) in ["..."]."""
+    path = ""
+    for key in keys:
+        if _PLAIN_KEY.match(str(key)):
+            path += f".{key}" if path else str(key)
+        else:
+            path += f"[{json.dumps(str(key))}]"
+    return path
+
+
+def path_keys(path: str) -> tuple[str, ...]:
+    """The keys of a `field_path`."""
+    return tuple(
+        json.loads(token[1:-1]) if token.startswith("[") else token
+        for token in _PATH_TOKEN.findall(path)
+    )
+
+
+def diff_live(observed: Any, desired: Any, prefix: tuple[str, ...] = ()) -> list[FieldDiff]:
+    """Every difference between a live value and the desired one, both ways: a key the spec
+    sets that is missing or different, and a key that is live but not in the spec (an extra
+    NodePool limit, a hand-added EC2NodeClass userData, a label dropped from the spec); its
+    diff desires None, which applying removes. Lists are one field (the API replaces them
+    whole); lists of scalars compare as sets."""
+    diffs: list[FieldDiff] = []
+    for key in [*desired, *(k for k in observed if k not in desired)]:
+        path = (*prefix, key)
+        want, have = desired.get(key), observed.get(key)
+        if isinstance(want, dict) and isinstance(have, dict) and want:
+            diffs.extend(diff_live(have, want, path))
+        elif _normalize(have) != _normalize(want):
+            diffs.append(FieldDiff(field_path(path), have, want))
+    return diffs
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+        return sorted(value, key=str)
+    return value
+
+
+def patch_of(change: Change) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that carries out an update exactly as planned: each
+    diff's desired value at its path, and null (remove) for what is live but not in the spec.
+    A merge patch removes a field whoever set it; server-side apply would remove only fields
+    our field manager owned, not one someone added with kubectl edit."""
+    patch: dict[str, Any] = {}
+    for diff in change.diffs:
+        *parents, last = path_keys(diff.path)
+        node = patch
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = diff.desired
+    return patch
 
 
 def leaves(value: dict[str, Any], prefix: str = "") -> list[FieldDiff]:
@@ -225,7 +307,7 @@ def plan_object(
             f"or label it {OWNER_TAG}={stack} to adopt it"
         )
     uid = (observed.get("metadata") or {}).get("uid")
-    diffs = tuple(diff_fields(_managed_fields(observed), _managed_fields(desired)))
+    diffs = tuple(diff_live(_managed_fields(observed), _managed_fields(desired)))
     return Change("update" if diffs else "keep", desired["kind"], str(ref), uid, diffs), None
 
 
@@ -254,22 +336,31 @@ def plan_objects(
 
 
 def apply_objects(kube: Kube, objects: list[dict[str, Any]], changes: list[Change]) -> None:
-    """Carry out the planned changes of `plan_objects`, in the order of `objects`."""
+    """Carry out the planned changes of `plan_objects` as planned: a create sends the declared
+    object, an update exactly the plan's diffs, a delete removes the object named."""
     by_ref = {(o["kind"], str(ObjectRef.of(o))): o for o in objects}
     for change in changes:
-        desired = by_ref.get((change.kind, change.name))
-        if desired is not None:
+        if change.action == "delete":
+            kube.delete(ObjectRef.of_change(change))
+        elif change.action == "create":
+            desired = by_ref.get((change.kind, change.name))
+            if desired is None:
+                raise ValueError(
+                    f"error: the plan creates {change.kind} {change.name}, which the spec no "
+                    "longer declares; plan again"
+                )
             apply_object(kube, desired, change)
-        elif change.action == "delete":
-            namespace, _, name = change.name.rpartition("/")
-            kube.delete(ObjectRef(change.kind, name, namespace or None))
+        elif change.action == "update":
+            kube.merge_patch(ObjectRef.of_change(change), patch_of(change))
 
 
 def apply_object(
     kube: Kube, desired: dict[str, Any], change: Change, crd_wait_s: float = 120
 ) -> None:
     """Carry out a planned create/update of one object that is ours (or absent)."""
-    if change.action == "create":
+    if change.action == "update":
+        kube.merge_patch(ObjectRef.of(desired), patch_of(change))
+    elif change.action == "create":
         deadline = time.monotonic() + crd_wait_s
         while True:
             try:
@@ -282,9 +373,6 @@ def apply_object(
                 if err.status != 404 or not is_custom or time.monotonic() > deadline:
                     raise
                 time.sleep(5)
-    elif change.action == "update":
-        patch = _managed_fields(desired)
-        kube.merge_patch(ObjectRef.of(desired), patch)
 
 
 def refuse_conflicts(plan: Plan, stack: str) -> None:
@@ -296,14 +384,20 @@ def refuse_conflicts(plan: Plan, stack: str) -> None:
         )
 
 
-def delete_owned(kube: Kube, kinds: list[str], stack: str, unit: str) -> list[Change]:
-    """Delete every object of these kinds (in this order) that this unit of our stack owns."""
+def plan_owned_deletes(kube: Kube, kinds: list[str], stack: str, unit: str) -> list[Change]:
+    """A delete for every object of these kinds (in this order) that this unit of our stack
+    owns: the teardown preview, which deletes nothing."""
     changes: list[Change] = []
     for kind in kinds:
         for obj in kube.list(kind, label_selector=unit_selector(stack, unit)):
             if not is_owned(obj, stack):  # belt and braces: never trust the filter alone
                 continue
             ref = ObjectRef(kind, obj["metadata"]["name"], obj["metadata"].get("namespace"))
-            if kube.delete(ref):
-                changes.append(Change("delete", kind, str(ref), obj["metadata"].get("uid")))
+            changes.append(Change("delete", kind, str(ref), obj["metadata"].get("uid")))
     return changes
+
+
+def delete_owned(kube: Kube, kinds: list[str], stack: str, unit: str) -> list[Change]:
+    """Delete every object of these kinds (in this order) that this unit of our stack owns."""
+    planned = plan_owned_deletes(kube, kinds, stack, unit)
+    return [c for c in planned if kube.delete(ObjectRef.of_change(c))]

@@ -12,6 +12,7 @@ from infra_assets.kube import owner_labels
 from infra_assets.spec import ClusterSpec
 from infra_assets.spec.kubernetes import (
     CAPACITY_SPREAD_LABEL,
+    EGRESS_LIMITED_LABEL,
     KARPENTER_DISCOVERY_TAG,
     NodeClassSpec,
     NodePoolSpec,
@@ -34,6 +35,15 @@ def karpenter_interruption_queue_name(spec: ClusterSpec) -> str:
 # ---- Karpenter ---------------------------------------------------------------------------
 
 
+def ami_alias(spec: ClusterSpec, node_class: NodeClassSpec) -> str:
+    """The class's pinned AMI: its own alias, else the system nodes' Bottlerocket release
+    ("1.34.0-18d04e52" -> "bottlerocket@v1.34.0", the version format of Karpenter's alias)."""
+    if node_class.ami_alias:
+        return node_class.ami_alias
+    version = spec.eks.system_node_group.release_version.split("-", 1)[0]
+    return f"bottlerocket@v{version}"
+
+
 def ec2_node_class(spec: ClusterSpec, node_class: NodeClassSpec, unit: str) -> dict[str, Any]:
     discovery = [{"tags": {KARPENTER_DISCOVERY_TAG: spec.cluster_name}}]
     ebs_common = {"volumeType": "gp3", "encrypted": True, "deleteOnTermination": True}
@@ -43,7 +53,7 @@ def ec2_node_class(spec: ClusterSpec, node_class: NodeClassSpec, unit: str) -> d
         "metadata": {"name": node_class.name, "labels": owner_labels(spec.stack, unit)},
         "spec": {
             "role": karpenter_node_role_name(spec),
-            "amiSelectorTerms": [{"alias": node_class.ami_alias}],
+            "amiSelectorTerms": [{"alias": ami_alias(spec, node_class)}],
             "subnetSelectorTerms": discovery,
             "securityGroupSelectorTerms": discovery,
             # Bottlerocket: /dev/xvda holds the OS, /dev/xvdb images and container data.
@@ -123,6 +133,10 @@ def nodepool(spec: ClusterSpec, pool: NodePoolSpec, unit: str) -> dict[str, Any]
         template_spec["taints"] = [
             {"key": t.key, "value": t.value, "effect": t.effect} for t in pool.taints
         ]
+    if pool.startup_taints:
+        template_spec["startupTaints"] = [
+            {"key": t.key, "value": t.value, "effect": t.effect} for t in pool.startup_taints
+        ]
     return {
         "apiVersion": "karpenter.sh/v1",
         "kind": "NodePool",
@@ -175,9 +189,30 @@ def _policy(spec: ClusterSpec, unit: str, name: str, description: str, body: dic
     }
 
 
+def _and(selector: dict[str, Any], *expressions: dict[str, Any]) -> dict[str, Any]:
+    """A Cilium endpoint selector narrowed by more match expressions."""
+    return {**selector, "matchExpressions": [*selector.get("matchExpressions", []), *expressions]}
+
+
+# Pods with and without an egress bandwidth limit (see EGRESS_LIMITED_LABEL): no policy with an
+# L7 rule (DNS rules, toFQDNs) may select a limited pod at egress, or Cilium stops enforcing its
+# bandwidth.
+_LIMITED = {"key": f"k8s:{EGRESS_LIMITED_LABEL}", "operator": "Exists"}
+_NOT_LIMITED = {"key": f"k8s:{EGRESS_LIMITED_LABEL}", "operator": "DoesNotExist"}
+
+
 def network_policies(spec: ClusterSpec, unit: str) -> list[dict[str, Any]]:
     """Default-deny for every non-exempt namespace, then the allowances a cluster needs."""
     cilium = spec.cilium
+    kube_dns = [
+        {
+            "matchLabels": {
+                "k8s:io.kubernetes.pod.namespace": "kube-system",
+                "k8s:k8s-app": "kube-dns",
+            }
+        }
+    ]
+    dns_ports = [{"port": "53", "protocol": "UDP"}, {"port": "53", "protocol": "TCP"}]
     governed = {
         "matchExpressions": [
             {
@@ -200,30 +235,29 @@ def network_policies(spec: ClusterSpec, unit: str) -> list[dict[str, Any]]:
             spec,
             unit,
             "allow-dns",
-            "Let every pod resolve names through kube-dns (and let Cilium see the answers).",
+            "Let every pod resolve names through kube-dns (and let Cilium see the answers, "
+            "which toFQDNs rules need); pods with an egress bandwidth limit are left out.",
             {
-                "endpointSelector": governed,
+                "endpointSelector": _and(governed, _NOT_LIMITED),
                 "egress": [
                     {
-                        "toEndpoints": [
-                            {
-                                "matchLabels": {
-                                    "k8s:io.kubernetes.pod.namespace": "kube-system",
-                                    "k8s:k8s-app": "kube-dns",
-                                }
-                            }
-                        ],
+                        "toEndpoints": kube_dns,
                         "toPorts": [
-                            {
-                                "ports": [
-                                    {"port": "53", "protocol": "UDP"},
-                                    {"port": "53", "protocol": "TCP"},
-                                ],
-                                "rules": {"dns": [{"matchPattern": "*"}]},
-                            }
+                            {"ports": dns_ports, "rules": {"dns": [{"matchPattern": "*"}]}}
                         ],
                     }
                 ],
+            },
+        ),
+        _policy(
+            spec,
+            unit,
+            "allow-dns-bandwidth-limited",
+            "Let pods with an egress bandwidth limit resolve names at L4 only: an L7 DNS rule "
+            "would turn their bandwidth enforcement off.",
+            {
+                "endpointSelector": _and(governed, _LIMITED),
+                "egress": [{"toEndpoints": kube_dns, "toPorts": [{"ports": dns_ports}]}],
             },
         ),
         _policy(
@@ -257,11 +291,34 @@ def network_policies(spec: ClusterSpec, unit: str) -> list[dict[str, Any]]:
                 f"allow-aws-apis-{namespace}",
                 f"Pods in {namespace} may call AWS APIs (S3 videos and results) over HTTPS.",
                 {
-                    "endpointSelector": in_namespace,
+                    "endpointSelector": _and(in_namespace, _NOT_LIMITED),
                     "egress": [
                         {
                             "toFQDNs": [
                                 {"matchPattern": p} for p in cilium.allowed_egress_fqdn_patterns
+                            ],
+                            "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}],
+                        }
+                    ],
+                },
+            )
+        )
+        policies.append(
+            _policy(
+                spec,
+                unit,
+                f"allow-https-bandwidth-limited-{namespace}",
+                f"Pods in {namespace} with an egress bandwidth limit may call AWS APIs over "
+                "HTTPS by address (toFQDNs needs an L7 DNS rule, which would lift their limit).",
+                {
+                    "endpointSelector": _and(in_namespace, _LIMITED),
+                    "egress": [
+                        {
+                            "toCIDRSet": [
+                                {
+                                    "cidr": "0.0.0.0/0",
+                                    "except": [*cilium.bandwidth_limited_https_except],
+                                }
                             ],
                             "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}],
                         }

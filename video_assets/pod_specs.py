@@ -6,12 +6,19 @@ import dataclasses
 from typing import Any, Literal
 
 from gpu_analysis.profile import Profile
-from infra_assets.spec.kubernetes import CAPACITY_SPREAD_LABEL, default_nodepools, nodepool_names
+from infra_assets.spec.kubernetes import (
+    CAPACITY_SPREAD_LABEL,
+    DO_NOT_DISRUPT_ANNOTATION,
+    EGRESS_BANDWIDTH_ANNOTATION,
+    EGRESS_LIMITED_LABEL,
+    NODEPOOL_LABEL,
+    default_nodepools,
+    nodepool_names,
+)
 
 Step = Literal["preprocess", "infer"]
 STEPS: tuple[Step, ...] = ("preprocess", "infer")
 
-NODEPOOL_LABEL = "karpenter.sh/nodepool"
 STEP_LABEL = "gpu-analysis/step"
 WORKER_SERVICE_ACCOUNT = "gpu-analysis-worker"  # bound to an IAM role by EKS Pod Identity
 WORKER_UID = 10001  # the non-root user of deploy/worker.Dockerfile
@@ -24,6 +31,10 @@ class StepResources:
     memory: str
     ephemeral_storage: str
     scratch_size: str
+    # Cilium Bandwidth Manager limit on the pod's egress (bits/s): below the baseline of the
+    # smallest instance of the pools (g5.xlarge: 2.5 Gbit/s), so a step writing its shards to
+    # S3 leaves the node's kubelet, image pulls and Hubble traffic room.
+    egress_bandwidth: str = "2G"
 
 
 # Sized to one g4dn.xlarge / g5.xlarge (4 vCPU, 16 GiB) less the node's system reservation, so
@@ -127,7 +138,18 @@ def step_pod(profile: Profile, step: Step) -> StepPod:
         raise ValueError(f"unknown GPU step {step!r}; expected one of {', '.join(STEPS)}")
     pools, spread = nodepools_for(profile, step)
     size = RESOURCES[step]
-    labels = {"app.kubernetes.io/name": "gpu-analysis", STEP_LABEL: step}
+    labels = {
+        "app.kubernetes.io/name": "gpu-analysis",
+        STEP_LABEL: step,
+        # The policies keep L7 rules off labelled pods; with one, Cilium ignores the limit.
+        EGRESS_LIMITED_LABEL: "true",
+    }
+    annotations = {
+        # A step killed by consolidation loses its GPU work; Karpenter leaves the node alone
+        # while the pod runs (the pod ends; the node is consolidated after).
+        DO_NOT_DISRUPT_ANNOTATION: "true",
+        EGRESS_BANDWIDTH_ANNOTATION: size.egress_bandwidth,
+    }
     container = {
         "name": "worker",
         "image": profile.image,
@@ -170,7 +192,8 @@ def step_pod(profile: Profile, step: Step) -> StepPod:
     }
     if spread:
         spec["topologySpreadConstraints"] = _capacity_spread(STEP_LABEL, step)
-    return StepPod(step=step, meta={"namespace": profile.namespace, "labels": labels}, spec=spec)
+    meta = {"namespace": profile.namespace, "labels": labels, "annotations": annotations}
+    return StepPod(step=step, meta=meta, spec=spec)
 
 
 COORDINATION_ROLE_LABEL = "gpu-analysis/role"
@@ -194,7 +217,11 @@ def run_pod_k8s_config(profile: Profile) -> dict[str, Any]:
     if spread:
         pod_spec["topologySpreadConstraints"] = _capacity_spread(COORDINATION_ROLE_LABEL, "run")
     return {
-        "pod_template_spec_metadata": {"labels": labels},
+        # The run pod coordinates the whole match; consolidation must not evict it mid-run.
+        "pod_template_spec_metadata": {
+            "labels": labels,
+            "annotations": {DO_NOT_DISRUPT_ANNOTATION: "true"},
+        },
         "pod_spec_config": pod_spec,
         "container_config": {
             "resources": {

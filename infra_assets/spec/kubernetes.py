@@ -25,6 +25,22 @@ ROLE_LABEL = "gpu-analysis/role"  # node label: which seed pool (role) a node se
 PLACEMENT_GROUP_MIN_KARPENTER = "1.11.0"
 # Karpenter finds the subnets and the security group for its nodes by this tag (= cluster name).
 KARPENTER_DISCOVERY_TAG = "karpenter.sh/discovery"
+# The node label Karpenter puts on every node it launches: the NodePool it belongs to.
+NODEPOOL_LABEL = "karpenter.sh/nodepool"
+# The extended resource the NVIDIA device plugin publishes in a GPU node's allocatable.
+GPU_RESOURCE = "nvidia.com/gpu"
+# Karpenter docs, Disruption, "Pod-Level Controls": a pod with this annotation blocks voluntary
+# disruption (consolidation, drift, expiry) of its node, so 1-minute consolidation cannot evict
+# a running step or run pod.
+DO_NOT_DISRUPT_ANNOTATION = "karpenter.sh/do-not-disrupt"
+# Cilium Bandwidth Manager: the pod annotation it enforces (egress, bits per second).
+EGRESS_BANDWIDTH_ANNOTATION = "kubernetes.io/egress-bandwidth"
+# The pod label that marks a pod carrying EGRESS_BANDWIDTH_ANNOTATION. Cilium docs (Bandwidth
+# Manager, Limitations, 1.16): "Bandwidth enforcement currently does not work in combination
+# with L7 Cilium Network Policies. In case they select the Pod at egress, then the bandwidth
+# enforcement will be disabled for those Pods." The policies keep every L7 rule (the DNS
+# visibility rule, and toFQDNs, which needs it) off pods with this label.
+EGRESS_LIMITED_LABEL = "gpu-analysis/egress-limited"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +74,14 @@ class CiliumSpec:
     # get their AWS credentials (no static keys) from it, so default-deny must let them reach it.
     pod_identity_agent_cidrs: tuple[str, ...] = ("169.254.170.23/32", "fd00:ec2::23/128")
     pod_identity_agent_port: int = 80
+    # Bandwidth-limited pods (EGRESS_LIMITED_LABEL) cannot use toFQDNs (it needs the DNS proxy,
+    # an L7 rule, which turns their bandwidth enforcement off). They reach AWS APIs over HTTPS
+    # by address instead: anything outside the private ranges, so nothing inside the VPC.
+    bandwidth_limited_https_except: tuple[str, ...] = (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    )
 
     def helm_values(self, cluster_name: str) -> dict:
         return {
@@ -116,6 +140,13 @@ class Taint:
     effect: str = "NoSchedule"
 
 
+# Cilium docs, "Installation on EKS" / Karpenter: nodes start with this taint so no pod lands
+# before the Cilium agent runs there (a pod scheduled earlier gets no Cilium-managed address);
+# the agent removes it when ready. As a startup taint, Karpenter expects it and pods need no
+# toleration.
+CILIUM_AGENT_NOT_READY_TAINT = Taint("node.cilium.io/agent-not-ready", "true", "NoExecute")
+
+
 @dataclasses.dataclass(frozen=True)
 class DisruptionBudget:
     """One entry of NodePool.spec.disruption.budgets; `schedule` is a cron in UTC."""
@@ -134,12 +165,24 @@ class NodeClassSpec:
     data_volume_size: str
     data_volume_iops: int
     data_volume_throughput_mibps: int
-    ami_alias: str = "bottlerocket@latest"
+    # Karpenter's `family@version` alias. None: the Bottlerocket release the system nodes pin
+    # (EksSpec.system_node_group.release_version), so one bump rolls every node, deliberately.
+    # `@latest` is refused: each Bottlerocket release would drift and replace every node (the
+    # CRD's own description: "not recommended for production environments").
+    ami_alias: str | None = None
     os_volume_size: str = "4Gi"  # Bottlerocket's root (OS) volume; data lives on /dev/xvdb
     # The seed places GPU nodes in the stack's cluster placement group. Karpenter 1.8.1 has no
     # EC2NodeClass.placementGroupSelector (it arrives in 1.11): this records the wish, the plan
     # warns, and the pools pin to the placement group's zone instead.
     placement_group_wish: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ami_alias is not None and self.ami_alias.endswith("@latest"):
+            raise ValueError(
+                f"error: EC2NodeClass {self.name}: ami_alias={self.ami_alias!r} replaces every "
+                "node on each AMI release; pin a version (e.g. 'bottlerocket@v1.34.0') or leave "
+                "it None to follow the system nodes' Bottlerocket release"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +204,7 @@ class NodePoolSpec:
     # placement group's zone when the pool's class wants the placement group, else all zones.
     zones: tuple[str, ...] = ()
     taints: tuple[Taint, ...] = ()
+    startup_taints: tuple[Taint, ...] = (CILIUM_AGENT_NOT_READY_TAINT,)
     gpu: str | None = None  # the GPU model, as a node label for people and dashboards
     capacity_spread: tuple[str, ...] = ()  # values of CAPACITY_SPREAD_LABEL this pool offers
     spot_share_wish: int = 0  # the seed's spot percentage for the whole role

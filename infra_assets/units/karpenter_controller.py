@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from infra_assets import manifests
-from infra_assets.helm import ReleaseSpec, apply_release, destroy_release, plan_release
+from infra_assets.helm import ReleaseSpec, apply_release, plan_release
 from infra_assets.kube import ObjectRef, owner_labels
 from infra_assets.plan import Change, FieldDiff, Plan
 from infra_assets.spec.kubernetes import karpenter_controller_warnings
@@ -74,6 +74,8 @@ class KarpenterControllerUnit(KubeUnit):
             # Only the running objects drifted: an upgrade to the same chart and values puts
             # them back (Helm 3 three-way merge against the live state).
             release_change = Change("update", "helm-release", release.ref)
+        if release_change.action != "keep":
+            self.wait_for_system_nodes()
         apply_release(self.helm, release, release_change, owner_labels(self.stack, self.name))
         return {
             "karpenter_release": release.ref,
@@ -81,7 +83,3 @@ class KarpenterControllerUnit(KubeUnit):
             "karpenter_replicas": str(self.spec.karpenter_controller.replicas),
             "interruption_queue": manifests.karpenter_interruption_queue_name(self.spec),
         }
-
-    def _destroy(self) -> Plan:
-        changes, warnings = destroy_release(self.kube, self.helm, self._release(), self.stack)
-        return Plan(self.name, tuple(changes), tuple(warnings))

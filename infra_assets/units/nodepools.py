@@ -5,11 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from infra_assets import manifests
-from infra_assets.kube import (
-    apply_objects,
-    delete_owned,
-    plan_objects,
-)
+from infra_assets.kube import apply_objects, plan_objects
 from infra_assets.plan import Plan
 from infra_assets.spec.kubernetes import nodepool_warnings
 from infra_assets.units.kube_unit import KubeUnit
@@ -46,7 +42,6 @@ class NodePoolsUnit(KubeUnit):
             ),
         }
 
-    def _destroy(self) -> Plan:
+    def _owned_kinds(self) -> list[str]:
         # Pools first: Karpenter drains their nodes, which still need their class to terminate.
-        changes = delete_owned(self.kube, ["NodePool", "EC2NodeClass"], self.spec.stack, self.name)
-        return Plan(self.name, tuple(changes))
+        return ["NodePool", "EC2NodeClass"]

@@ -88,6 +88,21 @@ class KubeStore:
             return sorted(k[4] for k in self.objects if k[2] == plural)
 
 
+def _server_set(plural: str, obj: dict) -> dict:
+    """What the real API server writes into an object on every create and update.
+
+    Namespaces: the label `kubernetes.io/metadata.name` = the name (Kubernetes docs, Namespaces,
+    "Automatic labelling", GA in 1.22; it is put back when removed), `spec.finalizers:
+    [kubernetes]` and `status.phase: Active`. A drift check must not call these drift.
+    """
+    if plural == "namespaces":
+        meta = obj.setdefault("metadata", {})
+        meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": meta["name"]}
+        obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+        obj.setdefault("status", {}).setdefault("phase", "Active")
+    return obj
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -226,6 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.store.lock:
             if (group, version, plural, namespace, obj_name) in self.store.objects:
                 raise _ApiError(409, f'{plural} "{obj_name}" already exists', "AlreadyExists")
+        body = _server_set(plural, body)
         if "dryRun" in query:
             return 201, body
         return 201, self.store.put(group, version, plural, namespace, body)
@@ -240,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _ApiError(409, "the object has been modified; reload and retry", "Conflict")
         for kept in ("uid", "creationTimestamp"):
             body.setdefault("metadata", {})[kept] = current["metadata"][kept]
-        return 200, self.store.put(group, version, plural, namespace, body)
+        return 200, self.store.put(group, version, plural, namespace, _server_set(plural, body))
 
     def _patch(self, group, version, plural, namespace, name, query):
         content_type = self.headers.get("Content-Type", "")
@@ -250,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
             # Server-side apply, simplified: the applied configuration is merged over the live
             # object (lists replaced); a missing object is created.
             self._check_namespace(plural, namespace)
-            merged = _merge_patch(current or {}, body)
+            merged = _server_set(plural, _merge_patch(current or {}, body))
             code = 200 if current else 201
             return code, self.store.put(group, version, plural, namespace, merged)
         if current is None:
@@ -260,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
         # merge-patch and strategic-merge-patch (approximated as a merge patch)
         merged = _merge_patch(current, body)
         merged["metadata"]["name"] = name
-        return 200, self.store.put(group, version, plural, namespace, merged)
+        return 200, self.store.put(group, version, plural, namespace, _server_set(plural, merged))
 
     def _delete(self, group, version, plural, namespace, name, query):
         with self.store.lock:
@@ -307,7 +323,13 @@ class KubeApiEmulator:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         # Namespaces every EKS cluster has.
         for namespace in ("default", "kube-system", "kube-public"):
-            self.store.put("", "v1", "namespaces", "", {"metadata": {"name": namespace}})
+            self.store.put(
+                "",
+                "v1",
+                "namespaces",
+                "",
+                _server_set("namespaces", {"metadata": {"name": namespace}}),
+            )
 
     def start(self) -> KubeApiEmulator:
         self._thread.start()

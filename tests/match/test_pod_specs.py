@@ -134,8 +134,8 @@ def test_pool_limits_come_from_the_profile(staging, instance):
         assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 4
 
 
-def test_run_pod_of_process_match_goes_to_the_cpu_pools_and_validates(staging):
-    """K8sRunLauncher builds the run pod from the job's dagster-k8s/config tag."""
+def _run_pod_job(staging) -> dict:
+    """The Job K8sRunLauncher builds for a process_match run from its dagster-k8s/config tag."""
     job = build_definitions(staging).resolve_job_def("process_match")
     user_config = get_user_defined_k8s_config(job.tags)  # raises on a malformed tag
     launcher_config = DagsterK8sJobConfig(
@@ -152,7 +152,12 @@ def test_run_pod_of_process_match_goes_to_the_cpu_pools_and_validates(staging):
         pod_name="dagster-run-0123abcd",
         component="run_worker",
     )
-    manifest = {"apiVersion": "batch/v1", "kind": "Job", **_as_api_dict(k8s_job)}
+    return {"apiVersion": "batch/v1", "kind": "Job", **_as_api_dict(k8s_job)}
+
+
+def test_run_pod_of_process_match_goes_to_the_cpu_pools_and_validates(staging):
+    """K8sRunLauncher builds the run pod from the job's dagster-k8s/config tag."""
+    manifest = _run_pod_job(staging)
     kubernetes_validate.validate(manifest, "1.32", strict=True)
     spec = manifest["spec"]["template"]["spec"]
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
@@ -189,3 +194,41 @@ def test_pools_module_sets_the_active_profiles_limits(tmp_path):
     assert done.stdout.strip() == "pools: gpu-t4=3, gpu-a10g=1"
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.event_log_storage.get_concurrency_info("gpu-t4").slot_count == 3
+
+
+def _launched_step_pod(staging, step) -> dict:
+    """A step pod as PipesK8sClient sends it: our meta and spec merged with Dagster's."""
+    pod = step_pod(staging, step)
+    body = build_pod_body(
+        pod_name=f"dagster-{step}-0123abcd",
+        image=staging.image,
+        command=["python", "-m", f"gpu_analysis.workers.{step}"],
+        env_vars={"DAGSTER_PIPES_CONTEXT": "eyJ4IjogMX0="},
+        base_pod_meta=pod.meta,
+        base_pod_spec=pod.spec,
+    )
+    return {"apiVersion": "v1", "kind": "Pod", **_as_api_dict(body)}
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_step_pods_cannot_be_evicted_by_consolidation(staging, step):
+    """Karpenter docs, Disruption, Pod-Level Controls: karpenter.sh/do-not-disrupt blocks
+    voluntary disruption of the pod's node while it runs."""
+    launched = _launched_step_pod(staging, step)
+    kubernetes_validate.validate(launched, "1.32", strict=True)
+    assert launched["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+
+
+def test_the_run_pod_cannot_be_evicted_by_consolidation(staging):
+    """The run pod sits on the CPU pools, which consolidate after 1 minute."""
+    template = _run_pod_job(staging)["spec"]["template"]
+    assert template["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_step_pods_carry_an_egress_bandwidth_limit_and_its_policy_label(staging, step):
+    """Cilium's Bandwidth Manager enforces kubernetes.io/egress-bandwidth; the label keeps the
+    L7 (DNS) policies off the pod, which would otherwise turn enforcement off."""
+    meta = _launched_step_pod(staging, step)["metadata"]
+    assert meta["annotations"]["kubernetes.io/egress-bandwidth"] == "2G"
+    assert meta["labels"]["gpu-analysis/egress-limited"] == "true"
