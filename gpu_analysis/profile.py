@@ -57,6 +57,9 @@ class Profile:
     # How long an incoming file must stay unchanged before the sensor takes it: a local copy
     # that stalls must not pass for a finished one. S3 lists an object only once it is whole.
     incoming_settle_s: float = 30.0
+    # Where infrastructure alerts (drift, failed infra runs) go: an SNS topic ARN, an https
+    # webhook URL, or a file path (JSON lines); empty: the Dagster UI only. See infra_assets.alerts.
+    alert_sink: str = ""
 
     @property
     def storage_root_uri(self) -> str:
@@ -150,6 +153,10 @@ def _validate(p: Profile) -> None:
     for key in ("gpu_t4_pool_limit", "gpu_a10g_pool_limit"):
         if getattr(p, key) < 1:
             fail(key, f"must be >= 1, got {getattr(p, key)}")
+    if p.alert_sink.startswith("arn:") and not p.alert_sink.startswith("arn:aws:sns:"):
+        fail(
+            "alert_sink", f"an ARN here must be an SNS topic (arn:aws:sns:...), got {p.alert_sink}"
+        )
     if p.storage == "s3" and not p.bucket:
         fail("bucket", "storage is 's3' but no bucket is set")
     if p.execution == "k8s" and not p.image:

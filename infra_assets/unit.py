@@ -46,10 +46,32 @@ class DeploymentUnit(Protocol):
         """Observe the live state and compare it with the spec. Changes nothing."""
         ...
 
-    def apply(self) -> ApplyResult:
-        """Make the live state match the spec; a second call plans and does nothing."""
+    def apply(self, plan: Plan | None = None) -> ApplyResult:
+        """Carry out `plan` (a value from `plan()`, shown to someone), or a fresh plan when None.
+
+        The plan carried out is the plan given: a unit re-observes once (it needs the live ids
+        anyway) and raises `infra_assets.plan.StalePlan` when the live state no longer plans the
+        same changes, rather than doing something else than was shown. A second call plans and
+        does nothing.
+        """
         ...
 
     def destroy(self) -> Plan:
         """Delete what this stack owns (by ownership tag/label) and nothing else."""
         ...
+
+
+class PreviewableTeardown(Protocol):
+    """A unit whose teardown can be previewed (the `infra_teardown_preview` job).
+
+    `destroy_plan()` observes and returns the Plan of "delete" changes that `destroy()` would
+    carry out, in the order it would, changing nothing; warnings name what is left alone. A unit
+    that has it should make `destroy()` carry out exactly that plan. Units without it are
+    previewed from `plan()` (every live resource of the spec), which can miss owned extras.
+    """
+
+    def destroy_plan(self) -> Plan: ...
+
+
+def has_destroy_plan(unit: object) -> bool:
+    return callable(getattr(unit, "destroy_plan", None))

@@ -6,7 +6,8 @@ import abc
 from typing import Any, ClassVar
 
 from infra_assets.aws_access import RESOURCE_TAG, AwsClients
-from infra_assets.plan import Change, FieldDiff, Plan, diff_fields
+from infra_assets.aws_iam import RoleSpec, ensure_role, observe_role
+from infra_assets.plan import Change, FieldDiff, Plan, diff_fields, plan_to_apply
 from infra_assets.spec import OWNER_TAG
 from infra_assets.unit import ApplyResult, UnitContext
 
@@ -44,7 +45,8 @@ class AwsUnit(abc.ABC):
     def outputs(self) -> dict[str, str]:
         return {}
 
-    # Hooks for a unit that keeps one observation for the whole apply (the VPC).
+    # Hooks for a unit that keeps one observation for the whole apply (the VPC): the observation
+    # `_plan_for_apply` makes is the one `_execute` works from (live ids).
     def _plan_for_apply(self) -> Plan:
         return self.plan()
 
@@ -52,8 +54,14 @@ class AwsUnit(abc.ABC):
         return self.outputs()
 
     # Shared behaviour.
-    def apply(self) -> ApplyResult:
-        plan = self._plan_for_apply()
+    def apply(self, plan: Plan | None = None) -> ApplyResult:
+        """Carry out `plan` as given (None: plan now and carry that out).
+
+        One observation either way, as before: a given plan is checked against it and refused
+        with StalePlan when the live state now plans other changes (someone changed something
+        since the plan was shown); otherwise exactly the given plan's changes run.
+        """
+        plan = plan_to_apply(self.name, plan, self._plan_for_apply())
         if plan.conflicts:
             raise PlanConflict(
                 f"{self.name}: refusing to apply, resources not owned by stack {self.stack!r} "
@@ -74,6 +82,17 @@ class AwsUnit(abc.ABC):
         if name:
             tags["Name"] = name
         return tags
+
+    def apply_role(self, role: RoleSpec) -> str:
+        """Create the role (once, see `ensure_role`) or bring it to the spec from what is there
+        now; returns its ARN."""
+        return ensure_role(
+            self.aws.iam,
+            role,
+            observe_role(self.aws.iam, role.name),
+            iam_once=self.aws.once("iam"),
+            log=self.log,
+        )
 
     @staticmethod
     def compare(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-import infra_assets.definitions
 from gpu_analysis.profile import load_profile
 from infra_assets.resources import InfraResource
 from infra_assets.spec import OWNER_TAG
@@ -14,17 +13,12 @@ from infra_assets.units import AWS_UNITS, TEARDOWN_ORDER, UNITS, asset_name
 STAGING = "staging-eu-west-3-gpu-analysis"
 AWS_ASSETS = {asset_name(u) for u in AWS_UNITS}
 K8S_ASSETS = {asset_name(u) for u in UNITS} - AWS_ASSETS
-REMEDIATE = {"ops": {"infra_drift": {"config": {"remediate": True}}}}
-
-
-@pytest.fixture
-def defs(aws, no_kubeconfig) -> dg.Definitions:
-    return infra_assets.definitions.build_definitions(load_profile("staging"))
-
-
-@pytest.fixture
-def instance() -> dg.DagsterInstance:
-    return dg.DagsterInstance.ephemeral()
+REMEDIATE = {
+    "ops": {
+        "infra_drift": {"config": {"remediate": True}},
+        "infra_drift_in_cluster": {"config": {"remediate": True}},
+    }
+}
 
 
 @pytest.fixture
@@ -39,6 +33,15 @@ def run(defs: dg.Definitions, instance, job: str, run_config: dict | None = None
     return defs.resolve_job_def(job).execute_in_process(
         instance=instance, run_config=run_config or {}, raise_on_error=False
     )
+
+
+def observations(result) -> dict[str, dict]:
+    return {
+        o.asset_key.to_user_string(): {k: v.value for k, v in o.metadata.items()}
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+        for o in [e.asset_observation_data.asset_observation]
+    }
 
 
 def materializations(result) -> dict[str, dict]:
@@ -66,15 +69,22 @@ def test_infra_apply_from_empty_then_a_second_run_plans_nothing(defs, instance):
     first = run(defs, instance, "infra_apply")
     assert first.success
     created = materializations(first)
-    assert set(created) == AWS_ASSETS | K8S_ASSETS
-    assert created["gpu_vpc"]["to_create"] == 22  # VPC, IGW, 9 subnets, 3 EIP + 3 NAT, 5 tables
+    # No cluster configured: the in-cluster units applied nothing, so they record no
+    # materialization (an observation with the plan instead; the ones after them are skipped).
+    assert set(created) == AWS_ASSETS
+    # VPC, IGW, 9 subnets, 3 EIP + 3 NAT, 5 route tables (and endpoints: test_vpc_*)
+    assert created["gpu_vpc"]["to_create"] >= 22
     assert created["gpu_vpc"]["vpc_id"].startswith("vpc-")
     assert "| create | nat-gateway | nat-eu-west-3b |" in created["gpu_vpc"]["plan"]
     assert "Karpenter 1.8.1" in created["gpu_placement_group"]["warnings"]
     assert created["gpu_eks"]["cluster_name"] == STAGING
-    for name in K8S_ASSETS:
-        assert created[name]["applied"] is False
-        assert "no Kubernetes cluster is configured" in created[name]["status"]
+    observed = observations(first)
+    assert {"gpu_cilium", "gpu_karpenter_controller"} <= set(observed) <= K8S_ASSETS
+    for name in observed:
+        assert observed[name]["applied"] is False
+        assert "no Kubernetes cluster is configured" in observed[name]["status"]
+        assert "| create |" in observed[name]["plan"]
+    assert all(created[name]["state"] == "applied" for name in AWS_ASSETS)
 
     # The idle base from what runs: control plane, 2 x m6i.large, 3 NAT gateways.
     eks = created["gpu_eks"]
@@ -95,9 +105,14 @@ def test_infra_apply_from_empty_then_a_second_run_plans_nothing(defs, instance):
             0,
         ), again[name]["plan"]
     results = checks(second)
+    assert set(results) == AWS_ASSETS  # in-cluster checks skipped: nothing was applied there
     assert all(results[name].passed for name in AWS_ASSETS)
+
+    report = run(defs, instance, "infra_reconcile")
+    assert report.success  # no drift; no cluster to look at is a warning, not a failure
     assert all(
-        not results[name].passed and results[name].severity == dg.AssetCheckSeverity.WARN
+        not checks(report)[name].passed
+        and checks(report)[name].severity == dg.AssetCheckSeverity.WARN
         for name in K8S_ASSETS
     )
 
@@ -147,19 +162,46 @@ def test_drift_fails_exactly_the_affected_check_and_remediate_repairs_it(
 ):
     readable_diff = drift(aws)
     report = run(defs, instance, "infra_reconcile")
+    assert not report.success  # drift fails the run: not a green run nobody hears about
     assert failing(report) == {affected}
     evaluation = checks(report)[affected]
     assert readable_diff in evaluation.description
-    assert evaluation.metadata["remediated"].value is False
+    assert evaluation.metadata["remediation"].value == "not requested"
 
-    repair = run(defs, instance, "infra_reconcile", REMEDIATE)
+    # Remediation is a materialization of the drifted asset, not a change made by a check: the
+    # reconcile run with remediate: true only reports; the remediation sensor then requests
+    # infra_apply of exactly the drifted asset, whose checks run after it.
+    sensor = defs.resolve_sensor_def("infra_drift_remediation")
+    cursor = start_sensor(sensor, instance)
+    asked = run(defs, instance, "infra_reconcile", REMEDIATE)
+    assert not asked.success
+    assert checks(asked)[affected].metadata["remediation"].value == "requested"
+    (request,), cursor = tick(sensor, instance, cursor)
+    assert request.asset_selection == [dg.AssetKey(affected)]
+    assert tick(sensor, instance, cursor)[0] == []  # one request per reconcile run
+
+    repair = defs.resolve_job_def("infra_apply").execute_in_process(
+        instance=instance, asset_selection=request.asset_selection, tags=request.tags
+    )
+    applied = materializations(repair)
+    assert set(applied) == {affected}
+    assert applied[affected]["to_create"] + applied[affected]["to_update"] >= 1
     repaired = checks(repair)
     # Passing after remediation means a fresh observation planned nothing.
-    assert repaired[affected].passed, repaired[affected].description
-    assert repaired[affected].metadata["remediated"].value is True
-    assert readable_diff in repaired[affected].description
-    assert all(repaired[name].passed for name in AWS_ASSETS)
-    assert all("remediated" not in repaired[name].metadata for name in AWS_ASSETS - {affected})
+    assert set(repaired) == {affected} and repaired[affected].passed
+    assert run(defs, instance, "infra_reconcile").success
+
+
+def start_sensor(sensor, instance) -> str:
+    """The first tick of a run status sensor, as the daemon's: it only sets the cursor."""
+    data = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert data.run_requests == [] and data.cursor
+    return data.cursor
+
+
+def tick(sensor, instance, cursor: str) -> tuple[list[dg.RunRequest], str]:
+    data = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
+    return list(data.run_requests or []), data.cursor or cursor
 
 
 def _owned_leftovers(aws) -> list[str]:
@@ -225,3 +267,4 @@ def test_nightly_reconcile_is_report_only_at_two_in_paris(defs):
     request = schedule.evaluate_tick(dg.build_schedule_context())
     (run_request,) = request.run_requests
     assert run_request.run_config["ops"]["infra_drift"]["config"]["remediate"] is False
+    assert run_request.run_config["ops"]["infra_drift_in_cluster"]["config"]["remediate"] is False
