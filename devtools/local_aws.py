@@ -391,26 +391,30 @@ def _groups_naming(ec2: Any, group: Any) -> list[str]:
 # --- EKS add-ons, Pod Identity associations, access entries, update_cluster_config ----------
 
 
+def _eks_not_found(message: str) -> Exception:
+    """EKS's 404 ResourceNotFoundException, with only the message set."""
+    from moto.eks.exceptions import ResourceNotFoundException
+
+    return ResourceNotFoundException(
+        clusterName=None,
+        nodegroupName=None,
+        fargateProfileName=None,
+        addonName=None,
+        message=message,
+    )
+
+
 def _install_eks() -> None:
     import moto.eks.urls as eks_urls
     from moto.core.responses import ActionResult
-    from moto.eks.exceptions import ResourceInUseException, ResourceNotFoundException
+    from moto.eks.exceptions import ResourceInUseException
     from moto.eks.responses import EKSResponse
-
-    def not_found(message: str) -> Exception:
-        return ResourceNotFoundException(
-            clusterName=None,
-            nodegroupName=None,
-            fargateProfileName=None,
-            addonName=None,
-            message=message,
-        )
 
     def cluster_of(self: Any) -> Any:
         name = self._get_param("name")
         cluster = self.eks_backend.clusters.get(name)
         if cluster is None:
-            raise not_found(f"No cluster found for name: {name}.")
+            raise _eks_not_found(f"No cluster found for name: {name}.")
         return cluster
 
     def arn(self: Any, kind: str, *parts: str) -> str:
@@ -451,7 +455,7 @@ def _install_eks() -> None:
         name = self._get_param("addonName")
         addon = _store(self.eks_backend, "addons").get((cluster.name, name))
         if addon is None:
-            raise not_found(f"No addon: {name} found in cluster: {cluster.name}")
+            raise _eks_not_found(f"No addon: {name} found in cluster: {cluster.name}")
         return ActionResult({"addon": addon})
 
     def list_addons(self: Any) -> Any:
@@ -464,7 +468,7 @@ def _install_eks() -> None:
         name = self._get_param("addonName")
         addon = _store(self.eks_backend, "addons").pop((cluster.name, name), None)
         if addon is None:
-            raise not_found(f"No addon: {name} found in cluster: {cluster.name}")
+            raise _eks_not_found(f"No addon: {name} found in cluster: {cluster.name}")
         return ActionResult({"addon": {**addon, "status": "DELETING"}})
 
     # Pod Identity associations.
@@ -507,7 +511,7 @@ def _install_eks() -> None:
         association_id = self._get_param("associationId")
         association = _store(self.eks_backend, "pod_identity").get(association_id)
         if association is None or association["clusterName"] != cluster.name:
-            raise not_found(f"Association {association_id} not found")
+            raise _eks_not_found(f"Association {association_id} not found")
         return association
 
     def describe_pod_identity_association(self: Any) -> Any:
@@ -578,7 +582,7 @@ def _install_eks() -> None:
         principal = self._get_param("principalArn")
         entry = _store(self.eks_backend, "access_entries").get((cluster.name, principal))
         if entry is None:
-            raise not_found(f"The specified principalArn could not be found: {principal}")
+            raise _eks_not_found(f"The specified principalArn could not be found: {principal}")
         return entry
 
     def describe_access_entry(self: Any) -> Any:
@@ -657,7 +661,7 @@ def _install_eks() -> None:
         name = self._get_param("nodegroupName")
         nodegroup = cluster.nodegroups.get(name)
         if nodegroup is None:
-            raise not_found(f"No node group found for name: {name}.")
+            raise _eks_not_found(f"No node group found for name: {name}.")
         return cluster, nodegroup
 
     def update_nodegroup_version(self: Any) -> Any:
@@ -716,7 +720,7 @@ def _install_eks() -> None:
         update_id = self._get_param("updateId")
         found = _store(self.eks_backend, "updates").get(update_id)
         if found is None or found[0] != cluster.name:
-            raise not_found(f"No update found for ID: {update_id}")
+            raise _eks_not_found(f"No update found for ID: {update_id}")
         _, nodegroup_name, update = found
         nodegroup = cluster.nodegroups.get(nodegroup_name)
         if nodegroup is not None and nodegroup.status != "UPDATING":
@@ -964,7 +968,6 @@ def _install_eks_lifecycle() -> None:
     not initialized"), and EKS marks the group CREATE_FAILED with "Instances failed to join the
     kubernetes cluster" (terraform-aws-eks issues #1972 and #3446).
     """
-    from moto.eks.exceptions import ResourceNotFoundException
     from moto.eks.models import Cluster, EKSBackend, Nodegroup, validate_safe_to_delete
     from moto.eks.responses import EKSResponse
 
@@ -1013,21 +1016,12 @@ def _install_eks_lifecycle() -> None:
     Cluster.status = property(cluster_status, set_status)
     Nodegroup.status = property(nodegroup_status, set_status)
 
-    def not_found(message: str) -> Exception:
-        return ResourceNotFoundException(
-            clusterName=None,
-            nodegroupName=None,
-            fargateProfileName=None,
-            addonName=None,
-            message=message,
-        )
-
     # Deletes take time too (EKS API reference, DeleteCluster / DeleteNodegroup: the answer
     # says DELETING; describe finds the resource until the deletion completes).
     def delete_cluster(self: Any, name: str) -> Any:
         cluster = self.clusters.get(name)
         if cluster is None:
-            raise not_found(f"No cluster found for name: {name}.")
+            raise _eks_not_found(f"No cluster found for name: {name}.")
         if cluster.__dict__.get("_gpu_deleting_at") is not None:
             return cluster
         validate_safe_to_delete(cluster)  # node groups (even DELETING ones) block it
@@ -1038,10 +1032,10 @@ def _install_eks_lifecycle() -> None:
     def delete_nodegroup(self: Any, cluster_name: str, nodegroup_name: str) -> Any:
         cluster = self.clusters.get(cluster_name)
         if cluster is None:
-            raise not_found(f"No cluster found for name: {cluster_name}.")
+            raise _eks_not_found(f"No cluster found for name: {cluster_name}.")
         nodegroup = cluster.nodegroups.get(nodegroup_name)
         if nodegroup is None:
-            raise not_found(f"No node group found for name: {nodegroup_name}.")
+            raise _eks_not_found(f"No node group found for name: {nodegroup_name}.")
         nodegroup.__dict__.setdefault("_gpu_deleting_at", time.monotonic())
         return nodegroup
 
