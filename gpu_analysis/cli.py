@@ -51,6 +51,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         model=args.model,
         device=args.device,
         progress=None if args.quiet else progress,
+        classes=args.classes,
+        input_size=args.input_size,
     )
     t = report["timings"]
     print(
@@ -77,6 +79,18 @@ def register_analyze(sub: argparse._SubParsersAction) -> None:
         "--sample-fps", type=float, default=DEFAULT_SAMPLE_FPS, help="frames analysed per second"
     )
     p.add_argument("--model", default=DEFAULT_MODEL, help="builtin, or a heat-map/YOLO .onnx file")
+    p.add_argument(
+        "--classes",
+        metavar="NAME[,NAME]",
+        help="YOLO classes counted as players, by name or id (default: those named person, "
+        "player or goalkeeper; class 0 for a model without names)",
+    )
+    p.add_argument(
+        "--input-size",
+        metavar="WxH",
+        help="input size of a dynamic-size model, multiples of its stride (default: the size it "
+        "was exported at)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=DEFAULT_DEVICE)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_analyze)

@@ -1,16 +1,20 @@
-"""Player detection with ONNX Runtime: the session factory and the heat-map and YOLO adapters."""
+"""Player detection with ONNX Runtime: the session factory and the heat-map and YOLO adapters.
+
+The YOLO layouts, metadata and class choice live in yolo.py; this module runs the session.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from gpu_analysis.engine import cuda_check
+from gpu_analysis.engine import cuda_check, yolo
 from gpu_analysis.engine.batching import FrameBatch
 from gpu_analysis.engine.errors import UserError
 
@@ -21,8 +25,10 @@ THRESHOLD_KEY = "gpu_analysis.threshold"
 DEFAULT_HEATMAP_THRESHOLD = 0.3
 DEFAULT_YOLO_CONFIDENCE = 0.25
 YOLO_IOU = 0.45
-# A dynamic-size model gets this input width, and the height that keeps 16:9 on a multiple of 32.
+# A dynamic-size model with no size in its metadata gets this input width, and the height that
+# keeps 16:9 on a multiple of the stride.
 DYNAMIC_INPUT_W = 640
+DEFAULT_STRIDE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +117,21 @@ def create_session(model_path: Path, device: str = "auto", threads: int | None =
     return session, provider
 
 
-def _input_wh(session, model_path: Path) -> tuple[tuple[int, int], int | None]:
+def parse_input_size(text: str) -> tuple[int, int]:
+    """`--input-size WxH` as (w, h)."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise UserError(f"--input-size must be WxH in pixels, e.g. 640x384; got {text!r}")
+    w, h = (int(p) for p in parts)
+    return w, h
+
+
+def _input_wh(
+    session,
+    model_path: Path,
+    requested_wh: tuple[int, int] | None = None,
+    meta: yolo.YoloMetadata | None = None,
+) -> tuple[tuple[int, int], int | None]:
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise UserError(f"{model_path}: expected one input image tensor, found {len(inputs)}")
@@ -128,8 +148,25 @@ def _input_wh(session, model_path: Path) -> tuple[tuple[int, int], int | None]:
     if isinstance(h, int) and isinstance(w, int):
         if h < 32 or w < 32:
             raise UserError(f"{model_path}: input {spec.name!r} is {shape}; H and W must be >= 32")
+        if requested_wh is not None and tuple(requested_wh) != (w, h):
+            raise UserError(
+                f"model {model_path.name} has a fixed {w}x{h} input; --input-size "
+                f"{requested_wh[0]}x{requested_wh[1]} needs a model exported with dynamic=True"
+            )
         return (w, h), batch
-    return (DYNAMIC_INPUT_W, 32 * round(DYNAMIC_INPUT_W * 9 / 16 / 32)), batch
+    stride = (meta.stride if meta else None) or DEFAULT_STRIDE
+    if requested_wh is not None:
+        rw, rh = requested_wh
+        if rw < stride or rh < stride or rw % stride or rh % stride:
+            raise UserError(
+                f"--input-size {rw}x{rh}: width and height must be multiples of the model's "
+                f"stride {stride}"
+            )
+        return (rw, rh), batch
+    if meta is not None and meta.imgsz_hw is not None:
+        ih, iw = meta.imgsz_hw  # Ultralytics stores [h, w]
+        return (iw, ih), batch
+    return (DYNAMIC_INPUT_W, stride * round(DYNAMIC_INPUT_W * 9 / 16 / stride)), batch
 
 
 def decode_heatmap(
@@ -202,52 +239,38 @@ def decode_yolo(
     confidence: float = DEFAULT_YOLO_CONFIDENCE,
     iou: float = YOLO_IOU,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Person boxes from one Ultralytics-format prediction (4+C, A): (boxes_xyxy, scores).
+    """Person boxes from one raw Ultralytics prediction (4+C, A): (boxes_xyxy, scores).
 
     Boxes are in input pixels, non-maximum suppressed, strongest first; class 0 is person.
     """
-    pred = np.asarray(prediction, dtype=np.float32)
-    scores = pred[4]
-    if pred.shape[0] > 5:
-        # A box belongs to the class it scores best in; only boxes whose best is person count.
-        scores = np.where(pred[4:].argmax(axis=0) == 0, pred[4], 0.0)
-    keep = scores > confidence
-    cx, cy, w, h = pred[0][keep], pred[1][keep], pred[2][keep], pred[3][keep]
-    scores = scores[keep]
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float64)
-    order = np.argsort(-scores, kind="stable")
-    boxes, scores = boxes[order], scores[order]
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
-        boxes[:, 3] - boxes[:, 1], 0, None
-    )
-    kept = np.ones(len(boxes), dtype=bool)
-    for i in range(len(boxes)):
-        if not kept[i]:
-            continue
-        rest = np.arange(i + 1, len(boxes))[kept[i + 1 :]]
-        if len(rest) == 0:
-            break
-        x1 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        y1 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        x2 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        y2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        union = areas[i] + areas[rest] - inter
-        overlap = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-        kept[rest[overlap > iou]] = False
-    return boxes[kept], scores[kept].astype(np.float32)
+    boxes, scores, _ = yolo.decode(prediction, yolo.RAW, (yolo.COCO_PERSON,), confidence, iou)
+    return boxes, scores
 
 
 class OnnxDetector:
     """An ONNX model behind the Detector interface; its format is read from its output shape."""
 
     def __init__(
-        self, model: str | os.PathLike = "builtin", device: str = "auto", threads: int | None = None
+        self,
+        model: str | os.PathLike = "builtin",
+        device: str = "auto",
+        threads: int | None = None,
+        classes: str | Sequence[str] | None = None,
+        input_size: str | tuple[int, int] | None = None,
     ):
+        """`classes`: the YOLO classes counted as players (names or ids; default: those named
+        person, player or goalkeeper). `input_size`: (w, h) or "WxH" for a dynamic-size model."""
         self.model_path = resolve_model(model)
         self.name = "builtin" if str(model) == "builtin" else self.model_path.name
+        requested_wh = parse_input_size(input_size) if isinstance(input_size, str) else input_size
         self.session, self.execution_provider = create_session(self.model_path, device, threads)
-        self.input_wh, self.fixed_batch = _input_wh(self.session, self.model_path)
+        meta_map = self.session.get_modelmeta().custom_metadata_map
+        self.yolo_meta = yolo.read_metadata(meta_map)
+        output_shapes = [list(o.shape) for o in self.session.get_outputs()]
+        yolo.check_task(self.yolo_meta, output_shapes, self.name)
+        self.input_wh, self.fixed_batch = _input_wh(
+            self.session, self.model_path, requested_wh, self.yolo_meta
+        )
         # How many frames go into one session.run. On CPU one at a time: footnet-v1 ran at
         # 13-15 ms a frame alone against 18-29 ms in batches of 8 (its activations stay in
         # cache); a GPU gets the whole batch. A fixed-batch model gets its batch size.
@@ -266,10 +289,16 @@ class OnnxDetector:
                 f"{self.model_path}: output {outputs[0].name!r} has shape {shape}; expected a "
                 "heat map [N, 1, h, w] or YOLO boxes [N, 4+C, A]"
             )
-        meta = self.session.get_modelmeta().custom_metadata_map
+        self.layout: str | None = None
+        self.classes: tuple[int, ...] = ()
+        if self.kind == "yolo":
+            self.layout = yolo.output_layout(shape, self.yolo_meta, self.name)
+            self.classes = yolo.select_classes(self.yolo_meta.names, classes, self.name)
+        elif classes is not None:
+            raise UserError(f"--classes applies to YOLO models; {self.name} is a heat-map model")
         default = DEFAULT_HEATMAP_THRESHOLD if self.kind == "heatmap" else DEFAULT_YOLO_CONFIDENCE
         try:
-            self.threshold = float(meta.get(THRESHOLD_KEY, default))
+            self.threshold = float(meta_map.get(THRESHOLD_KEY, default))
         except ValueError:
             self.threshold = default
         log.info(
@@ -281,13 +310,18 @@ class OnnxDetector:
         )
 
     def describe(self) -> dict:
-        return {
+        described = {
             "name": self.name,
             "format": self.kind,
             "input_size": list(self.input_wh),
             "execution_provider": self.execution_provider,
             "threshold": self.threshold,
         }
+        if self.kind == "yolo":
+            names = self.yolo_meta.names or {}
+            described["layout"] = self.layout
+            described["classes"] = [names.get(i, str(i)) for i in self.classes]
+        return described
 
     def _run(self, tensor: np.ndarray) -> np.ndarray:
         n = tensor.shape[0]
@@ -325,10 +359,12 @@ class OnnxDetector:
                 feet_input = (cells + 0.5) * stride
                 heights = np.full(len(scores), np.nan)
             else:
-                pred = frame_out
-                if pred.shape[0] > pred.shape[1]:
-                    pred = pred.T  # some exports put anchors first
-                boxes, scores = decode_yolo(pred, self.threshold)
+                layout = self.layout or yolo.output_layout(
+                    (1, *frame_out.shape), self.yolo_meta, self.name, exact=True
+                )
+                boxes, scores, _ = yolo.decode(
+                    frame_out, layout, self.classes, self.threshold, YOLO_IOU
+                )
                 feet_input = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], axis=1)
                 heights = (boxes[:, 3] - boxes[:, 1]) / (g.resized_h / g.source_h)
             results.append(FrameFeet(g.to_source_px(feet_input), scores, heights))

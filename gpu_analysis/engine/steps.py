@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from gpu_analysis.engine import calibration as _calibration
-from gpu_analysis.engine import shards, storage
+from gpu_analysis.engine import sanity, shards, storage
 from gpu_analysis.engine import video as _video
 from gpu_analysis.engine.batching import FrameBatch, Letterbox, iter_batches, letterbox_geometry
 from gpu_analysis.engine.calibration import Calibration
@@ -46,7 +46,7 @@ from gpu_analysis.engine.records import (
     as_plain,
     from_plain,
 )
-from gpu_analysis.engine.report import build_outputs
+from gpu_analysis.engine.report import build_outputs, pitch_positions_m
 from gpu_analysis.engine.teams import torso_colours
 from gpu_analysis.engine.video import DecodeStats
 
@@ -81,13 +81,25 @@ __all__ = [
 
 
 def probe(video_path: str | os.PathLike) -> VideoFacts:
-    """A video's facts; UserError if it is missing, empty, not a video or has no frames."""
-    return _video.probe(video_path)
+    """A video's facts; UserError if it is missing, empty, not a video, has no frames or
+    frames too small to show a player."""
+    facts = _video.probe(video_path)
+    sanity.check_video(facts, str(video_path))
+    return facts
 
 
-def load_calibration(path: str | os.PathLike) -> Calibration:
-    """A validated calibration (contracts section 1); UserError naming the problem otherwise."""
-    return _calibration.load_calibration(path)
+def load_calibration(path: str | os.PathLike, facts: VideoFacts | None = None) -> Calibration:
+    """A validated calibration (contracts section 1); UserError naming the problem otherwise.
+
+    With the video's facts it is also fitted to the video's frame size and must map part of
+    the frame onto the pitch.
+    """
+    calibration = _calibration.load_calibration(path)
+    if facts is None:
+        return calibration
+    calibration = calibration.for_video(facts.width, facts.height, str(path))
+    sanity.check_calibration_sees_pitch(calibration, facts, str(path))
+    return calibration
 
 
 @dataclasses.dataclass
@@ -111,6 +123,10 @@ class MatchRun:
     decode_reports_progress: bool = True
     decode: DecodeStats = dataclasses.field(default_factory=DecodeStats)
     detections_total: int = 0
+    # Detections the model gave with a NaN or infinite coordinate (dropped), and their frames.
+    detections_nonfinite: int = 0
+    frames_nonfinite: int = 0
+    frames_black: int = 0
     infer_s: float = 0.0
     # What report.json should tell the reader about how the run deviated from what was asked.
     warnings: list[str] = dataclasses.field(default_factory=list)
@@ -165,7 +181,8 @@ def detect_players(batches: Iterator[FrameBatch], run: MatchRun) -> Detections:
 
     With a calibration, only detections on the pitch are kept: the crowd and the bench are
     not players, and dropping them now keeps memory proportional to players, not to false
-    alarms. `run.detections_total` still counts them all.
+    alarms. `run.detections_total` still counts them all. Detections with a NaN or infinite
+    coordinate are dropped too, and counted in `run.detections_nonfinite`.
     """
     assert run.detector is not None
     parts = []
@@ -174,6 +191,12 @@ def detect_players(batches: Iterator[FrameBatch], run: MatchRun) -> Detections:
         t0 = time.perf_counter()
         found = detect_batch(run.detector, batch, run.calibration)
         run.detections_total += len(found)
+        run.frames_black += sanity.black_frames(batch)
+        finite = np.isfinite(found.foot_points_px).all(axis=1)
+        if not finite.all():
+            run.detections_nonfinite += int((~finite).sum())
+            run.frames_nonfinite += len(np.unique(found.frame_index[~finite]))
+            found = found.select(finite)
         if run.calibration is not None:
             found = found.select(found.on_pitch())
         parts.append(found)
@@ -189,6 +212,9 @@ def build_match_outputs(detections: Detections, run: MatchRun) -> MatchOutputs:
     if run.calibration is None:
         raise UserError("aggregating needs the calibration")
     run.report("aggregating", 0.99)
+    for warning in sanity.check_detections(detection_counts(detections, run)):
+        log.warning("warning: %s", warning)
+        run.warnings.append(warning)
     timings = dict(run.timings)
     timings["infer_s"] = round(timings.get("infer_s", 0.0) + run.infer_s, 4)
     timings["total_s"] = timings.get("total_s", 0.0) + (time.perf_counter() - run.started)
@@ -209,6 +235,22 @@ def build_match_outputs(detections: Detections, run: MatchRun) -> MatchOutputs:
         detections_total=run.detections_total,
     )
     return MatchOutputs(files, report)
+
+
+def detection_counts(detections: Detections, run: MatchRun) -> sanity.DetectionCounts:
+    """The counts the sanity checks judge a match's detections by."""
+    assert run.calibration is not None
+    _, on_pitch = pitch_positions_m(detections, run.calibration)
+    sampled = np.sort(detections.sampled_frame_index)
+    frame_of = np.searchsorted(sampled, detections.frame_index[on_pitch])
+    return sanity.DetectionCounts(
+        sampled_frames=len(sampled),
+        detections_total=max(run.detections_total, len(detections)),
+        nonfinite=run.detections_nonfinite,
+        nonfinite_frames=run.frames_nonfinite,
+        on_pitch_per_frame=np.bincount(frame_of, minlength=len(sampled)).astype(np.int64),
+        black_frames=run.frames_black,
+    )
 
 
 # The stages of a match in order. Each split step runs its own, with storage in between.
@@ -346,6 +388,7 @@ def detect_batch(
             positions_m, on_pitch = calibration.project_to_pitch(feet_px)
         else:
             positions_m, on_pitch = np.full((k, 2), np.nan), np.ones(k, bool)
+        on_pitch &= np.isfinite(feet_px).all(axis=1)  # a NaN foot has no shirt to read
         # Shirts are read only for players on the pitch: the crowd is not a team, and the
         # colour reading is the costly part of this loop.
         rgb = np.zeros((k, 3), np.float32)
@@ -386,7 +429,9 @@ def infer(
     detector = OnnxDetector(model, device)
     run = MatchRun(
         facts=pre.video,
-        calibration=load_calibration(calibration_path) if calibration_path is not None else None,
+        calibration=(
+            load_calibration(calibration_path, pre.video) if calibration_path is not None else None
+        ),
         sample_fps=pre.sample_fps,
         detector=detector,
         progress=progress,
@@ -486,7 +531,7 @@ def aggregate(
     inf = from_plain(InferSummary, body["summary"])
     run = MatchRun(
         facts=video_facts,
-        calibration=load_calibration(calibration_path),
+        calibration=load_calibration(calibration_path, video_facts),
         sample_fps=pre.sample_fps,
         res_m=res_m,
         live_half_life_s=live_half_life_s,
@@ -573,24 +618,33 @@ def analyze(
     res_m: float = 1.0,
     live_half_life_s: float | None = None,
     detector: Detector | None = None,
+    classes: str | None = None,
+    input_size: str | None = None,
 ) -> dict:
     """The whole analysis in one process: what `gpu-analysis analyze` runs.
 
     Every input is checked before any work starts. The preprocess stages run in a thread that
     feeds a bounded queue while the model works on earlier batches. `detector` replaces the
-    ONNX model (tests inject ground-truth detections this way).
+    ONNX model (tests inject ground-truth detections this way); `classes` and `input_size` are
+    the YOLO model's player classes and input size (`--classes`, `--input-size`).
     """
     started = time.perf_counter()
     _video.check_sample_fps(sample_fps)
     with storage.local_copy(video_path) as local_path:
         facts = probe(local_path)
-        calibration = load_calibration(calibration_path)
+        calibration = load_calibration(calibration_path, facts)
         warnings: list[str] = []
         sample_fps = _sampled_rate(sample_fps, facts, warnings)
         if detector is None:
             # One core is left to the decode thread: on an otherwise idle 2-core machine that
             # ran 5.4 s against 6.9 s with the model on both (benchmarks/engine_choices.py).
-            detector = OnnxDetector(model, device, threads=max(1, (os.cpu_count() or 1) - 1))
+            detector = OnnxDetector(
+                model,
+                device,
+                threads=max(1, (os.cpu_count() or 1) - 1),
+                classes=classes,
+                input_size=input_size,
+            )
         run = MatchRun(
             facts=facts,
             calibration=calibration,

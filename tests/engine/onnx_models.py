@@ -159,3 +159,96 @@ def kit_colour_heatmap_model(
     inits = [numpy_helper.from_array(weight, "kit_w")]
     graph = helper.make_graph(nodes, "kit_colour_heatmap", [images], [heat], initializer=inits)
     return _save(graph, path, {"gpu_analysis.threshold": str(threshold)})
+
+
+def constant_heatmap_model(
+    path: Path, value: float, input_wh: tuple[int, int] = (640, 384), stride: int = 4
+) -> Path:
+    """A heat-map model whose every cell is `value` for any image: 0 finds nothing, NaN gives
+    NaN and +inf a peak in every cell (thousands of "players" a frame)."""
+    w, h = input_wh
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, h, w])
+    heat = helper.make_tensor_value_info(
+        "heat", TensorProto.FLOAT, ["N", 1, h // stride, w // stride]
+    )
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["grey"], axes=[1], keepdims=1),
+        helper.make_node(
+            "AveragePool",
+            ["grey"],
+            ["pooled"],
+            kernel_shape=[stride, stride],
+            strides=[stride, stride],
+        ),
+        helper.make_node("Mul", ["pooled", "zero"], ["zeros"]),
+        helper.make_node("Add", ["zeros", "value"], ["heat"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.zeros((1, 1, 1, 1), np.float32), "zero"),
+        numpy_helper.from_array(np.full((1, 1, 1, 1), value, np.float32), "value"),
+    ]
+    graph = helper.make_graph(nodes, "constant_heatmap", [images], [heat], initializer=inits)
+    return _save(graph, path, {"gpu_analysis.threshold": "0.5"})
+
+
+def ultralytics_metadata(
+    names: dict[int, str] | None,
+    imgsz_hw: tuple[int, int] = (640, 640),
+    task: str = "detect",
+    stride: int = 32,
+    end2end: bool = False,
+    **extra: object,
+) -> dict[str, str]:
+    """metadata_props as Ultralytics' exporter writes them: each value str() of a Python value."""
+    meta = {
+        "description": "Ultralytics YOLO model",
+        "author": "Ultralytics",
+        "stride": stride,
+        "task": task,
+        "batch": 1,
+        "imgsz": list(imgsz_hw),
+        "names": names,
+        "args": {"batch": 1, "nms": None, "dynamic": False},
+        "channels": 3,
+        "end2end": end2end,
+        **extra,
+    }
+    return {key: str(value) for key, value in meta.items() if value is not None}
+
+
+def replay_model(
+    path: Path,
+    output0: np.ndarray,
+    input_shape: list,
+    output_shapes: list[list] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """A model that gives `output0` (1, d1, d2) for every image, with the input and output
+    shapes (ints, or names for dynamic dims) and the metadata of a real export. Outputs after
+    the first (a segmentation model's mask prototypes) are zeros of their declared shape."""
+    pred = np.asarray(output0, dtype=np.float32)
+    output_shapes = output_shapes or [["N", *pred.shape[1:]]]
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, list(input_shape))
+    outputs, nodes, inits = [], [], []
+    nodes.append(helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2, 3], keepdims=1))
+    nodes.append(helper.make_node("Squeeze", ["m", "sq"], ["m3"]))
+    nodes.append(helper.make_node("Mul", ["m3", "zero"], ["z"]))
+    inits.append(numpy_helper.from_array(np.array([3], np.int64), "sq"))
+    inits.append(numpy_helper.from_array(np.array([2], np.int64), "sq2"))
+    inits.append(numpy_helper.from_array(np.zeros((1, 1, 1), np.float32), "zero"))
+    for i, shape in enumerate(output_shapes):
+        name = f"output{i}"
+        value = pred if i == 0 else np.zeros([d if isinstance(d, int) else 1 for d in shape])
+        value = value.astype(np.float32)
+        if value.ndim == 3:
+            nodes.append(helper.make_node("Add", ["z", f"value{i}"], [name]))
+        elif value.ndim == 2:  # a classifier's (1, C)
+            nodes.append(helper.make_node("Squeeze", ["z", "sq2"], [f"z{i}"]))
+            nodes.append(helper.make_node("Add", [f"z{i}", f"value{i}"], [name]))
+        else:  # e.g. (1, 32, h, w): broadcast the per-image zero over the extra dims
+            nodes.append(helper.make_node("Unsqueeze", ["z", "sq"], [f"z{i}"]))
+            nodes.append(helper.make_node("Add", [f"z{i}", f"value{i}"], [name]))
+        inits.append(numpy_helper.from_array(value, f"value{i}"))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
+    graph = helper.make_graph(nodes, "replay", [images], outputs, initializer=inits)
+    return _save(graph, path, metadata)
