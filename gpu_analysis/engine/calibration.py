@@ -28,6 +28,10 @@ MAX_FILE_BYTES = 1 << 20
 # The format nests 3 deep (object, list of pairs, pair); the JSON parser recurses once per level
 # and fails with RecursionError near 1,000, so anything deeper than a few levels is refused first.
 MAX_JSON_DEPTH = 8
+# Optional [width, height] of the frames the image points were measured on. "image_size" must
+# match the video; "scale_from" scales the points to whatever size the video has.
+SIZE_KEY = "image_size"
+SCALE_KEY = "scale_from"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,10 @@ class Calibration:
     image_points_px: np.ndarray  # float64 (K, 2)
     pitch_points_m: np.ndarray  # float64 (K, 2)
     image_to_pitch: np.ndarray  # float64 (3, 3)
+    # The frame size (width, height) the image points were measured on, if the file says so.
+    image_size_px: tuple[int, int] | None = None
+    # True when the file gave that size as "scale_from": the points follow any video's size.
+    scales_to_video: bool = False
 
     @property
     def pitch_to_image(self) -> np.ndarray:
@@ -83,11 +91,38 @@ class Calibration:
         return float(np.sign(np.median((homogeneous @ self.image_to_pitch.T)[:, 2])))
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "pitch": {"length_m": self.length_m, "width_m": self.width_m},
             "image_points": self.image_points_px.tolist(),
             "pitch_points": self.pitch_points_m.tolist(),
         }
+        if self.image_size_px is not None:
+            key = SCALE_KEY if self.scales_to_video else SIZE_KEY
+            out[key] = list(self.image_size_px)
+        return out
+
+    def for_video(self, width: int, height: int, label: str = "calibration") -> Calibration:
+        """This calibration for a video of width x height pixels.
+
+        Without a frame size in the file it is taken as made for this video. With
+        "image_size" the video must have that size; with "scale_from" the image points are
+        scaled from that size to the video's (the same camera view, resized).
+        """
+        if self.image_size_px is None or self.image_size_px == (width, height):
+            return self
+        made_w, made_h = self.image_size_px
+        if not self.scales_to_video:
+            raise UserError(
+                f'{label}: made for {made_w}x{made_h} video ("{SIZE_KEY}"), this video is '
+                f"{width}x{height}; recalibrate on this video, or, if it is the same camera "
+                f'view resized, rename "{SIZE_KEY}" to "{SCALE_KEY}" to scale the '
+                "image_points to the video's size"
+            )
+        image_pts = self.image_points_px * np.array([width / made_w, height / made_h])
+        h = _homography(image_pts, self.pitch_points_m)
+        return dataclasses.replace(
+            self, image_points_px=image_pts, image_to_pitch=h, image_size_px=(width, height)
+        )
 
 
 def _apply(h: np.ndarray, points: np.ndarray, w_sign: float) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +220,7 @@ def calibration_from_dict(raw: object, label: str = "calibration") -> Calibratio
     h = _homography(image_pts, pitch_pts)
     if not np.isfinite(h).all() or abs(np.linalg.det(h)) < 1e-15 or np.linalg.cond(h) > 1e12:
         raise fail("the points give a degenerate homography; check the point pairs")
-    cal = Calibration(length_m, width_m, image_pts, pitch_pts, h)
+    cal = Calibration(length_m, width_m, image_pts, pitch_pts, h, *_frame_size(raw, fail))
     # A consistent set reprojects onto itself; a wildly inconsistent one (swapped pairs) does not.
     projected, _ = _apply(h, image_pts, 0.0)
     error_m = float(np.max(np.linalg.norm(projected - pitch_pts, axis=1)))
@@ -195,6 +230,25 @@ def calibration_from_dict(raw: object, label: str = "calibration") -> Calibratio
             "check that image_points and pitch_points are in the same order"
         )
     return cal
+
+
+def _frame_size(raw: dict, fail) -> tuple[tuple[int, int] | None, bool]:
+    """The frame size the file gives ("image_size" or "scale_from"), and whether it scales."""
+    given = [key for key in (SIZE_KEY, SCALE_KEY) if key in raw]
+    if not given:
+        return None, False
+    if len(given) == 2:
+        raise fail(f'give "{SIZE_KEY}" or "{SCALE_KEY}", not both')
+    key = given[0]
+    size = raw[key]
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in size)
+        and all(math.isfinite(v) and v >= 1 and v == int(v) for v in size)
+    ):
+        raise fail(f'"{key}" must be [width, height] in whole pixels, like [1920, 1080]')
+    return (int(size[0]), int(size[1])), key == SCALE_KEY
 
 
 def json_depth(payload: bytes) -> int:

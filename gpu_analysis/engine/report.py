@@ -36,17 +36,25 @@ class MatchMaps:
     half_time_s: float
 
 
+def pitch_positions_m(
+    detections: Detections, calibration: Calibration
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each detection's pitch position (metres) and whether it is on the pitch.
+
+    Detections projected by the detect stage keep their positions; others are projected here.
+    """
+    if len(detections) and np.isnan(detections.positions_m).all():
+        return calibration.project_to_pitch(detections.foot_points_px)
+    return detections.positions_m, detections.on_pitch()
+
+
 def project(detections: Detections, calibration: Calibration) -> tuple[PitchPositions, np.ndarray]:
     """Pitch positions of the detections that land on the pitch, teams split by shirt colour.
 
     Returns the positions and the shirt colour (RGB) of each team. Only players on the pitch
     take part in the split: the crowd's colours would pull the two clusters off the kits.
-    Detections projected by the detect stage keep their positions; others are projected here.
     """
-    if len(detections) and np.isnan(detections.positions_m).all():
-        positions_m, on_pitch = calibration.project_to_pitch(detections.foot_points_px)
-    else:
-        positions_m, on_pitch = detections.positions_m, detections.on_pitch()
+    positions_m, on_pitch = pitch_positions_m(detections, calibration)
     team, team_rgb = split_teams(detections.torso_rgb[on_pitch], detections.torso_valid[on_pitch])
     return (
         PitchPositions(
