@@ -87,49 +87,38 @@ def test_security_group_islands_fail_and_name_the_missing_rule(aws_ctx):
     )
 
 
-def test_the_asset_check_runs_in_dagster(eks_ctx, no_kubeconfig):
-    EksUnit(eks_ctx).apply()
+def evaluate_check(spec) -> dg.AssetCheckEvaluation:
+    """The `network_paths` check run by Dagster, with gpu_eks stood in for (what the unit left
+    in AWS is what the check reads)."""
 
     @dg.asset(name="gpu_eks")
-    def gpu_eks_applied_above() -> None:
-        """Stands in for the gpu_eks asset: the unit was applied above."""
+    def gpu_eks_stand_in() -> None:
+        """Stands in for the gpu_eks asset: the test set up AWS itself."""
 
     result = dg.materialize(
-        [gpu_eks_applied_above, network_paths_check],
+        [gpu_eks_stand_in, network_paths_check],
         resources={
             "infra": InfraResource(
-                aws_region=eks_ctx.spec.region,
-                cluster_name=eks_ctx.spec.cluster_name,
-                environment="staging",
+                aws_region=spec.region, cluster_name=spec.cluster_name, environment="staging"
             )
         },
     )
-
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.check_name == "network_paths"
+    return evaluation
+
+
+def test_the_asset_check_runs_in_dagster(eks_ctx, no_kubeconfig):
+    EksUnit(eks_ctx).apply()
+
+    evaluation = evaluate_check(eks_ctx.spec)
     assert evaluation.passed, evaluation.description
 
 
 def test_with_no_cluster_the_check_says_not_deployed_as_a_warning(aws_ctx, no_kubeconfig):
     """After a teardown (or before the first apply) nothing is there to check: a warning that
     says so, not an error about closed flows."""
-
-    @dg.asset(name="gpu_eks")
-    def gpu_eks_torn_down() -> None:
-        """Stands in for the gpu_eks asset of a stack that is not deployed."""
-
-    result = dg.materialize(
-        [gpu_eks_torn_down, network_paths_check],
-        resources={
-            "infra": InfraResource(
-                aws_region=aws_ctx.spec.region,
-                cluster_name=aws_ctx.spec.cluster_name,
-                environment="staging",
-            )
-        },
-    )
-
-    (evaluation,) = result.get_asset_check_evaluations()
+    evaluation = evaluate_check(aws_ctx.spec)
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
     assert evaluation.description.startswith("not deployed: EKS cluster")
