@@ -26,9 +26,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from gpu_analysis.engine.steps import analyze
 
     # Progress and the engine's one-line notes (which execution provider runs) go to stdout;
-    # stderr is kept for the error line alone. Quiet leaves the warnings (a clamped rate).
+    # stderr gets the error line, or one `warning:` line per doubt about the result (the same
+    # lines as report.json's "warnings"), printed once the maps are written.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda record: record.levelno < logging.WARNING)
     engine_log = logging.getLogger("gpu_analysis")
     engine_log.addHandler(handler)
     engine_log.setLevel(logging.WARNING if args.quiet else logging.INFO)
@@ -62,6 +64,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         f"({t.get('realtime_factor', 0):.1f}x real time)"
         + (f", {report['frames_lost']} frames lost" if report["frames_lost"] else "")
     )
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -258,6 +258,7 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
             sample_fps=settings.sample_fps,
             model=settings.model,
             batch_size=settings.batch_size,
+            input_size=settings.input_size,
         )
         return _run_gpu_step(context, gpu_workers, "preprocess", params, record)
 
@@ -286,6 +287,8 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
             calibration_uri=record.calibration_uri,
             model=settings.model,
             device=settings.device,
+            classes=settings.classes,
+            input_size=settings.input_size,
         )
         return _run_gpu_step(context, gpu_workers, "infer", params, record)
 
@@ -331,6 +334,8 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
             f"maps of {report.get('detections_on_pitch', '?')} on-pitch detections staged "
             f"in {maps_uri}"
         )
+        for warning in report.get("warnings") or []:
+            context.log.warning(f"warning: {warning}")
         return dg.MaterializeResult(
             metadata={
                 "temperature_map": dg.MetadataValue.md(preview),
@@ -444,6 +449,18 @@ def _report_metadata(report: dict[str, Any]) -> dict[str, Any]:
         for key in ("total_s", "frames_per_s"):
             if isinstance(timings.get(key), int | float):
                 metadata[key] = timings[key]
+    # A map made partly of doubtful input says so where the analyst looks first.
+    warnings = [str(w) for w in report.get("warnings") or []]
+    metadata["warnings"] = dg.MetadataValue.md(
+        "\n".join(f"- {w}" for w in warnings) if warnings else "none"
+    )
+    metadata["warning_count"] = len(warnings)
+    teams = report.get("teams") or {}
+    if isinstance(teams, dict) and "split_reliable" in teams:
+        metadata["teams_reliable"] = bool(teams["split_reliable"])
+    officials = report.get("officials") or {}
+    if isinstance(officials.get("per_frame_mean"), int | float):
+        metadata["officials_per_frame_mean"] = officials["per_frame_mean"]
     metadata["report"] = dg.MetadataValue.json(json.loads(json.dumps(report, default=str)))
     metadata["report_sha256"] = hashlib.sha256(
         json.dumps(report, sort_keys=True, default=str).encode()

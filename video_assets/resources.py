@@ -151,6 +151,10 @@ class AnalysisSettings(dg.ConfigurableResource):
     device: str  # auto | cpu | cuda
     batch_size: int
     res_m: float = 1.0
+    # A YOLO model's player classes ("player,goalkeeper") and input size ("WxH"), when the
+    # model's own metadata does not say or is to be overridden (`analyze --classes/--input-size`).
+    classes: str | None = None
+    input_size: str | None = None
 
 
 class GpuWorkers:

@@ -25,6 +25,8 @@ class Detections:
     scores: np.ndarray  # float32 (K,)
     torso_rgb: np.ndarray  # float32 (K, 3), mean shirt colour
     torso_valid: np.ndarray  # bool (K,)
+    # int8 (K,): teams.Role the detector's class says (goalkeeper, referee, player), -1 if none
+    detector_role: np.ndarray
     sampled_frame_index: np.ndarray  # int64 (M,)
     sampled_timestamp_s: np.ndarray  # float64 (M,)
 
@@ -41,6 +43,7 @@ class Detections:
             scores=np.zeros(0, np.float32),
             torso_rgb=np.zeros((0, 3), np.float32),
             torso_valid=np.zeros(0, bool),
+            detector_role=np.zeros(0, np.int8),
             sampled_frame_index=np.zeros(0, np.int64),
             sampled_timestamp_s=np.zeros(0, np.float64),
         )
@@ -73,5 +76,7 @@ class Detections:
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> Detections:
-        arrays = storage.load_npz(payload)
+        arrays = dict(storage.load_npz(payload))
+        # Detections stored before detectors' classes were read: the detector said nothing.
+        arrays.setdefault("detector_role", np.full(len(arrays["frame_index"]), -1, np.int8))
         return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls)})

@@ -17,6 +17,7 @@ import numpy as np
 from gpu_analysis.engine import cuda_check, yolo
 from gpu_analysis.engine.batching import FrameBatch
 from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.teams import ROLE_OF_CLASS_NAME, Role
 
 log = logging.getLogger("gpu_analysis.engine.inference")
 
@@ -38,6 +39,8 @@ class FrameFeet:
     foot_points_px: np.ndarray  # float64 (K, 2), source-video pixels
     scores: np.ndarray  # float32 (K,)
     heights_px: np.ndarray  # float64 (K,), NaN where the detector does not see the body
+    # int8 (K,): teams.Role of each detection's class; None when the detector has no such classes
+    roles: np.ndarray | None = None
 
 
 class Detector(Protocol):
@@ -291,9 +294,23 @@ class OnnxDetector:
             )
         self.layout: str | None = None
         self.classes: tuple[int, ...] = ()
+        # Classes decoded only to count and leave out of the maps (referees), and the role each
+        # decoded class stands for; empty for a model whose classes say nothing of roles.
+        self.official_classes: tuple[int, ...] = ()
+        self.class_roles: dict[int, int] = {}
         if self.kind == "yolo":
             self.layout = yolo.output_layout(shape, self.yolo_meta, self.name)
             self.classes = yolo.select_classes(self.yolo_meta.names, classes, self.name)
+            names = self.yolo_meta.names or {}
+            self.class_roles = {
+                i: int(ROLE_OF_CLASS_NAME[n.lower()])
+                for i, n in names.items()
+                if n.lower() in ROLE_OF_CLASS_NAME
+            }
+            if classes is None:
+                self.official_classes = tuple(
+                    i for i, role in sorted(self.class_roles.items()) if role == Role.OFFICIAL
+                )
         elif classes is not None:
             raise UserError(f"--classes applies to YOLO models; {self.name} is a heat-map model")
         default = DEFAULT_HEATMAP_THRESHOLD if self.kind == "heatmap" else DEFAULT_YOLO_CONFIDENCE
@@ -321,6 +338,8 @@ class OnnxDetector:
             names = self.yolo_meta.names or {}
             described["layout"] = self.layout
             described["classes"] = [names.get(i, str(i)) for i in self.classes]
+            if self.official_classes:
+                described["official_classes"] = [names[i] for i in self.official_classes]
         return described
 
     def _run(self, tensor: np.ndarray) -> np.ndarray:
@@ -352,6 +371,7 @@ class OnnxDetector:
         results = []
         g = batch.geometry
         for frame_out in output:
+            roles = None
             if self.kind == "heatmap":
                 heat = frame_out[0]
                 stride = (g.input_w / heat.shape[1], g.input_h / heat.shape[0])
@@ -362,10 +382,18 @@ class OnnxDetector:
                 layout = self.layout or yolo.output_layout(
                     (1, *frame_out.shape), self.yolo_meta, self.name, exact=True
                 )
-                boxes, scores, _ = yolo.decode(
-                    frame_out, layout, self.classes, self.threshold, YOLO_IOU
+                boxes, scores, class_ids = yolo.decode(
+                    frame_out,
+                    layout,
+                    self.classes + self.official_classes,
+                    self.threshold,
+                    YOLO_IOU,
                 )
                 feet_input = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], axis=1)
                 heights = (boxes[:, 3] - boxes[:, 1]) / (g.resized_h / g.source_h)
-            results.append(FrameFeet(g.to_source_px(feet_input), scores, heights))
+                if self.class_roles:
+                    roles = np.array(
+                        [self.class_roles.get(int(c), Role.UNKNOWN) for c in class_ids], np.int8
+                    )
+            results.append(FrameFeet(g.to_source_px(feet_input), scores, heights, roles))
         return results

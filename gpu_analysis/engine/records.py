@@ -47,6 +47,7 @@ class PreprocessParams:
     sample_fps: float = DEFAULT_SAMPLE_FPS
     model: str = DEFAULT_MODEL
     batch_size: int = DEFAULT_BATCH_SIZE
+    input_size: str | None = None  # "WxH" for a YOLO model with a dynamic input size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,8 @@ class InferParams:
     calibration_uri: str | None = None
     model: str = DEFAULT_MODEL
     device: str = DEFAULT_DEVICE
+    classes: str | None = None  # the YOLO classes counted as players, "player,goalkeeper"
+    input_size: str | None = None  # as the preprocessing step was given
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ from gpu_analysis.engine.calibration import Calibration
 from gpu_analysis.engine.detections import Detections
 from gpu_analysis.engine.records import VideoFacts, as_plain
 from gpu_analysis.engine.render import render_map_png
-from gpu_analysis.engine.teams import split_teams
+from gpu_analysis.engine.teams import Role, TeamSplit, split_roles
 
 REPORT_VERSION = 1
 
@@ -48,22 +48,36 @@ def pitch_positions_m(
     return detections.positions_m, detections.on_pitch()
 
 
-def project(detections: Detections, calibration: Calibration) -> tuple[PitchPositions, np.ndarray]:
-    """Pitch positions of the detections that land on the pitch, teams split by shirt colour.
+def project(
+    detections: Detections, calibration: Calibration, half_time_s: float
+) -> tuple[PitchPositions, TeamSplit, np.ndarray]:
+    """Pitch positions of the players on the pitch, with teams; officials left out.
 
-    Returns the positions and the shirt colour (RGB) of each team. Only players on the pitch
-    take part in the split: the crowd's colours would pull the two clusters off the kits.
+    Returns the players' positions, the team split of every detection on the pitch, and the
+    frame index of each official's detection. Only people on the pitch take part in the split:
+    the crowd's colours would pull the clusters off the kits.
     """
     positions_m, on_pitch = pitch_positions_m(detections, calibration)
-    team, team_rgb = split_teams(detections.torso_rgb[on_pitch], detections.torso_valid[on_pitch])
+    split = split_roles(
+        detections.torso_rgb[on_pitch],
+        detections.torso_valid[on_pitch],
+        positions_m[on_pitch],
+        detections.timestamp_s[on_pitch],
+        length_m=calibration.length_m,
+        width_m=calibration.width_m,
+        half_time_s=half_time_s,
+        detector_role=detections.detector_role[on_pitch],
+    )
+    player = split.role != Role.OFFICIAL
     return (
         PitchPositions(
-            frame_index=detections.frame_index[on_pitch],
-            timestamp_s=detections.timestamp_s[on_pitch],
-            positions_m=positions_m[on_pitch],
-            team=team,
+            frame_index=detections.frame_index[on_pitch][player],
+            timestamp_s=detections.timestamp_s[on_pitch][player],
+            positions_m=positions_m[on_pitch][player],
+            team=split.team[player],
         ),
-        team_rgb,
+        split,
+        detections.frame_index[on_pitch][~player],
     )
 
 
@@ -99,8 +113,9 @@ def build_outputs(
     """
     started = time.perf_counter()
     grid = PitchGrid(calibration.length_m, calibration.width_m, res_m)
-    positions, team_rgb = project(detections, calibration)
-    maps = match_maps(positions, grid, half_time_s=facts.duration_s / 2)
+    half_time_s = facts.duration_s / 2
+    positions, split, official_frames = project(detections, calibration, half_time_s)
+    maps = match_maps(positions, grid, half_time_s=half_time_s)
     files: dict[str, bytes] = {
         "temperature_map.npy": storage.npy_bytes(maps.overall),
         "temperature_map_team_0.npy": storage.npy_bytes(maps.teams[0]),
@@ -118,23 +133,35 @@ def build_outputs(
     files["temperature_map.png"] = render_map_png(
         maps.overall, length_m, width_m, "Temperature map: all players"
     )
+    # An unreliable split still gets its maps, titled so nobody reads them as confident.
+    caveat = "" if split.reliable else " (teams unreliable)"
     for t in (0, 1):
         files[f"temperature_map_team_{t}.png"] = render_map_png(
-            maps.teams[t], length_m, width_m, f"Temperature map: team {t}"
+            maps.teams[t], length_m, width_m, f"Temperature map: team {t}{caveat}"
         )
 
     sampled = len(detections.sampled_frame_index)
-    team_summary = {}
+    team_summary: dict = {
+        "split_reliable": split.reliable,
+        "unreliable_because": split.reason,
+        "kit_separation_delta_e": split.separation,
+    }
+    keeper = split.role[split.role != Role.OFFICIAL] == Role.GOALKEEPER
     for t in (0, 1):
         mask = positions.team == t
         team_summary[f"team_{t}"] = {
             "detections": int(mask.sum()),
+            "goalkeeper_detections": int((mask & keeper).sum()),
             "share_of_player_time": round(float(mask.mean()), 6) if len(positions) else 0.0,
             "players_per_frame_mean": round(float(mask.sum() / sampled), 4) if sampled else 0.0,
-            "shirt_rgb": [round(float(v), 1) for v in team_rgb[t]],
+            "shirt_rgb": [round(float(v), 1) for v in split.shirt_rgb[t]],
+            "confidence": split.confidence[t],
             "zones": zone_occupancy(positions.positions_m[mask], grid),
         }
     team_summary["unassigned_detections"] = int((positions.team < 0).sum())
+    warnings = list(decode.get("warnings", []))
+    if not split.reliable and len(positions):
+        warnings.append(f"teams: the split into two teams is unreliable: {split.reason}")
 
     # The PNGs and the JSON itself take a few milliseconds more, not counted.
     timings = dict(timings)
@@ -149,13 +176,13 @@ def build_outputs(
         "report_version": REPORT_VERSION,
         "video": as_plain(facts),
         "sample_fps": decode.get("sample_fps"),
-        "warnings": list(decode.get("warnings", [])),
+        "warnings": warnings,
         "sampled_frames": sampled,
         "frames_decoded": decode.get("frames_decoded"),
         "frames_lost": decode.get("frames_lost", 0),
         "stream_complete": decode.get("frames_lost", 0) == 0,
         "detections_total": len(detections) if detections_total is None else detections_total,
-        "detections_on_pitch": len(positions),
+        "detections_on_pitch": len(positions) + len(official_frames),
         "players_per_frame_mean": round(len(positions) / sampled, 4) if sampled else 0.0,
         "grid": {
             "res_m": res_m,
@@ -165,6 +192,11 @@ def build_outputs(
         },
         "zones": zone_occupancy(positions.positions_m, grid),
         "teams": team_summary,
+        # Referees and assistant referees: counted here, in no map.
+        "officials": {
+            "detections": len(official_frames),
+            "per_frame_mean": round(len(official_frames) / sampled, 4) if sampled else 0.0,
+        },
         "live_half_life_s": live_half_life_s,
         "halves": {
             "half_time_s": round(maps.half_time_s, 4),

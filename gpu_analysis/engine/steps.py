@@ -47,7 +47,7 @@ from gpu_analysis.engine.records import (
     from_plain,
 )
 from gpu_analysis.engine.report import build_outputs, pitch_positions_m
-from gpu_analysis.engine.teams import torso_colours
+from gpu_analysis.engine.teams import Role, torso_colours
 from gpu_analysis.engine.video import DecodeStats
 
 Progress = Callable[[str, float], None]
@@ -269,9 +269,9 @@ def run_stages(step: Step, value: Any, run: MatchRun) -> Any:
     return value
 
 
-def _model_input_wh(model: str) -> tuple[int, int]:
+def _model_input_wh(model: str, input_size: str | None = None) -> tuple[int, int]:
     # A CPU session is enough to read the input shape, and validates the file on the way.
-    return OnnxDetector(model, device="cpu").input_wh
+    return OnnxDetector(model, device="cpu", input_size=input_size).input_wh
 
 
 def _sampled_rate(sample_fps: float, facts: VideoFacts, warnings: list[str]) -> float:
@@ -298,12 +298,13 @@ def preprocess(
     sample_fps: float = DEFAULT_SAMPLE_FPS,
     model: str = DEFAULT_MODEL,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    input_size: str | None = None,
     progress: Progress | None = None,
 ) -> PreprocessSummary:
     """Decode, sample, letterbox and batch a video into shards for `infer` (the T4 step)."""
     started = time.perf_counter()
     _video.check_sample_fps(sample_fps)
-    input_wh = _model_input_wh(model)
+    input_wh = _model_input_wh(model, input_size)
     with storage.local_copy(video_uri) as local_path:
         facts = dataclasses.replace(probe(local_path), path=str(video_uri))
         geometry = letterbox_geometry((facts.width, facts.height), input_wh)
@@ -406,6 +407,11 @@ def detect_batch(
                 scores=np.asarray(frame_feet.scores, dtype=np.float32),
                 torso_rgb=rgb,
                 torso_valid=valid,
+                detector_role=(
+                    np.full(k, Role.UNKNOWN, np.int8)
+                    if frame_feet.roles is None
+                    else np.asarray(frame_feet.roles, np.int8)
+                ),
                 sampled_frame_index=batch.frame_index[i : i + 1].astype(np.int64),
                 sampled_timestamp_s=batch.timestamp_s[i : i + 1].astype(np.float64),
             )
@@ -420,13 +426,15 @@ def infer(
     model: str = DEFAULT_MODEL,
     device: str = DEFAULT_DEVICE,
     calibration_path: str | os.PathLike | None = None,
+    classes: str | None = None,
+    input_size: str | None = None,
     progress: Progress | None = None,
 ) -> InferSummary:
     """Run the model over the shards and write `detections.npz` + `infer.json` (the A10G step)."""
     started = time.perf_counter()
     manifest = shards.read_manifest(shards_uri)
     pre = from_plain(PreprocessSummary, manifest["summary"])
-    detector = OnnxDetector(model, device)
+    detector = OnnxDetector(model, device, classes=classes, input_size=input_size)
     run = MatchRun(
         facts=pre.video,
         calibration=(

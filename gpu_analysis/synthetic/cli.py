@@ -32,6 +32,7 @@ def _cmd_synth_clip(args: argparse.Namespace) -> int:
         camera=args.camera,
         players_per_team=args.players_per_team,
         goalkeepers=args.goalkeepers,
+        officials=args.officials,
         look="random" if args.random_look else None,
     )
     truth_path = out.with_name(out.stem + ".truth.npz")
@@ -66,5 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--players-per-team", type=int, default=10)
     p.add_argument("--goalkeepers", action="store_true", help="add a goalkeeper to each team")
+    p.add_argument(
+        "--officials",
+        action="store_true",
+        help="add a referee and two assistant referees in a third kit colour",
+    )
     p.add_argument("--random-look", action="store_true", help="randomized kits, light, noise")
     p.set_defaults(func=_cmd_synth_clip)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpu_analysis.engine.teams import Role
 from gpu_analysis.synthetic.camera import (
     PITCH_LENGTH_M,
     PITCH_WIDTH_M,
@@ -97,8 +98,10 @@ class ClipTruth:
     positions_m: np.ndarray  # float32 (frames, players, 2): pitch X (length), Y (width)
     foot_points_px: np.ndarray  # float32 (frames, players, 2): image x, y
     visible: np.ndarray  # bool (frames, players): foot in frame and not (nearly) fully hidden
-    team: np.ndarray  # int8 (players,): 0 or 1
+    team: np.ndarray  # int8 (players,): 0 or 1, -1 for a match official
     height_px: np.ndarray  # float32 (frames, players): foot-to-head-top length in the image
+    role: np.ndarray | None = None  # int8 (players,): Role (None: outfield and goalkeepers
+    # not told apart, as in clips saved before roles existed)
 
     def save(self, path_npz: str | Path) -> None:
         np.savez_compressed(
@@ -113,7 +116,13 @@ class ClipTruth:
             visible=self.visible,
             team=self.team,
             height_px=self.height_px,
+            role=self.roles(),
         )
+
+    def roles(self) -> np.ndarray:
+        if self.role is not None:
+            return self.role
+        return np.where(self.team < 0, Role.OFFICIAL, Role.OUTFIELD).astype(np.int8)
 
     @classmethod
     def load(cls, path_npz: str | Path) -> ClipTruth:
@@ -129,13 +138,17 @@ class ClipTruth:
                 visible=z["visible"],
                 team=z["team"],
                 height_px=z["height_px"],
+                role=z["role"] if "role" in z else None,
             )
 
     def occupancy_map(self, res_m: float = 1.0, team: int | None = None) -> np.ndarray:
-        """Share of visible player-frames per pitch cell; rows = Y bands, cols = X bands."""
+        """Share of visible player-frames per pitch cell; rows = Y bands, cols = X bands.
+
+        Players only (goalkeepers included): match officials are in no map.
+        """
         rows = math.ceil(PITCH_WIDTH_M / res_m)
         cols = math.ceil(PITCH_LENGTH_M / res_m)
-        mask = self.visible.copy()
+        mask = self.visible & (self.team >= 0)[None, :]
         if team is not None:
             mask &= (self.team == team)[None, :]
         pts = self.positions_m[mask]
@@ -170,17 +183,20 @@ class MatchRenderer:
         look: Look,
         players_per_team: int = 10,
         goalkeepers: bool = False,
+        officials: bool = False,
     ):
         rng = np.random.default_rng(seed)
         self.camera, self.look, self.fps, self.n_frames = camera, look, fps, n_frames
         self.positions_m, self.team, speed_m_s = simulate_positions(
-            rng, n_frames, fps, players_per_team, goalkeepers
+            rng, n_frames, fps, players_per_team, goalkeepers, officials
         )
         n_players = len(self.team)
         per_team = players_per_team + int(goalkeepers)
         is_gk = np.zeros(n_players, bool)
         if goalkeepers:
             is_gk[[0, per_team]] = True
+        self.role = np.where(is_gk, Role.GOALKEEPER, Role.OUTFIELD).astype(np.int8)
+        self.role[self.team < 0] = Role.OFFICIAL
         self.styles = player_styles(rng, look, self.team, is_gk)
         self.background = render_background(camera, look, rng)
         self._degrade = Degrader(
@@ -274,6 +290,7 @@ def generate_match_clip(
     players_per_team: int = 10,
     goalkeepers: bool = False,
     look: Look | str | None = None,
+    officials: bool = False,
 ) -> ClipTruth:
     """Render and encode a match clip; write its calibration beside it; return the truth.
 
@@ -294,7 +311,7 @@ def generate_match_clip(
         look = random_look(np.random.default_rng([seed, 2]))
     renderer = MatchRenderer(
         seed=seed, n_frames=n_frames, fps=fps, camera=cam, look=look,
-        players_per_team=players_per_team, goalkeepers=goalkeepers,
+        players_per_team=players_per_team, goalkeepers=goalkeepers, officials=officials,
     )  # fmt: skip
     n_players = len(renderer.team)
     visible = np.zeros((n_frames, n_players), bool)
@@ -316,4 +333,5 @@ def generate_match_clip(
         visible=visible,
         team=renderer.team.astype(np.int8),
         height_px=renderer.height_px.astype(np.float32),
+        role=renderer.role,
     )

@@ -25,6 +25,18 @@ SKIN_TONES: tuple[RGB, ...] = (
 HAIR_COLOURS: tuple[RGB, ...] = ((30, 22, 18), (70, 45, 25), (120, 80, 40), (200, 170, 110))
 
 
+# The colours referees' shirts come in: black, yellow, pink, green, light blue, red, orange.
+_REFEREE_SHIRTS: tuple[RGB, ...] = (
+    (18, 18, 18),
+    (235, 225, 30),
+    (240, 90, 170),
+    (120, 230, 60),
+    (90, 190, 240),
+    (210, 20, 30),
+    (245, 130, 20),
+)
+
+
 @dataclass(frozen=True)
 class Kit:
     shirt: RGB
@@ -56,6 +68,17 @@ class Look:
     crf: int  # H.264 quality: higher = stronger compression artefacts
     grass_texture: float  # strength of low-frequency grass mottling
     extras: dict = field(default_factory=dict)
+
+    @property
+    def official_kit(self) -> Kit:
+        """The referees' kit: the referee colour farthest from both teams', both goalkeepers'
+        and the grass, as match officials choose theirs (no random draw, so adding officials
+        to a clip changes nothing else about its look)."""
+        taken = [k.shirt for k in (*self.kits, *self.goalkeeper_kits)] + list(self.grass)
+        shirt = max(
+            _REFEREE_SHIRTS, key=lambda c: min(_colour_distance(c, other) for other in taken)
+        )
+        return Kit(shirt=shirt, shorts=(15, 15, 15), socks=(15, 15, 15))
 
 
 def default_look() -> Look:

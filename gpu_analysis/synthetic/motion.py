@@ -27,6 +27,37 @@ _ANCHORS = np.array(
 
 _MAX_SPEED_M_S = 8.0
 
+# The `team` of a referee or assistant referee: in no team.
+OFFICIAL = -1
+# Assistant referees run along the touchline, outside the field of play (IFAB Laws of the
+# Game, "Guidelines for match officials": each covers one half, on opposite touchlines).
+_ASSISTANT_OFFSET_M = 0.8
+
+
+def _official_targets(rng: np.random.Generator, ball: np.ndarray, dt_s: float) -> np.ndarray:
+    """Targets (frames, 3, 2) of the referee and the two assistant referees.
+
+    The referee keeps 10-20 m from the ball on the diagonal (the "diagonal system of
+    control"); each assistant follows the ball (or the half-way line) along his touchline in
+    his own half.
+    """
+    n_frames = len(ball)
+    wander = _ou_process(rng, n_frames, 2, dt_s, 4.0, 5.0)
+    referee = ball + np.array([-9.0, 9.0]) + wander
+    referee[:, 0] = np.clip(referee[:, 0], 8, PITCH_LENGTH_M - 8)
+    referee[:, 1] = np.clip(referee[:, 1], 6, PITCH_WIDTH_M - 6)
+    half = PITCH_LENGTH_M / 2
+    ar_left = np.column_stack(
+        [np.clip(ball[:, 0], 10.0, half), np.full(n_frames, -_ASSISTANT_OFFSET_M)]
+    )
+    ar_right = np.column_stack(
+        [
+            np.clip(ball[:, 0], half, PITCH_LENGTH_M - 10.0),
+            np.full(n_frames, PITCH_WIDTH_M + _ASSISTANT_OFFSET_M),
+        ]
+    )
+    return np.stack([referee, ar_left, ar_right], axis=1)
+
 
 def _ou_process(
     rng: np.random.Generator, n_frames: int, n_series: int, dt_s: float, tau_s: float, sigma: float
@@ -48,11 +79,13 @@ def simulate_positions(
     fps: float,
     players_per_team: int,
     goalkeepers: bool = False,
+    officials: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Trajectories of both teams.
+    """Trajectories of both teams, and of the referee and two assistants with `officials`.
 
-    Returns positions_m (frames, players, 2) inside the pitch, team (players,) int8 and
-    speed_m_s (frames, players).
+    Returns positions_m (frames, people, 2), team (people,) int8 and speed_m_s (frames,
+    people). Players stay inside the pitch; officials come last with team OFFICIAL, the
+    assistants just outside the touchlines.
     """
     if not 1 <= players_per_team <= len(_ANCHORS):
         raise ValueError(f"players_per_team must be 1..{len(_ANCHORS)}, got {players_per_team}")
@@ -93,8 +126,16 @@ def simulate_positions(
             ty = np.concatenate([gy, ty], axis=1)
         targets.append(np.stack([tx, ty], axis=-1))
         teams.append(np.full(tx.shape[1], team, dtype=np.int8))
+    if officials:
+        targets.append(_official_targets(rng, ball, dt_s))
+        teams.append(np.full(3, OFFICIAL, dtype=np.int8))
     target = np.concatenate(targets, axis=1)
     team_ids = np.concatenate(teams)
+    # Officials stand where the laws put them; players never leave the pitch.
+    low = np.where(team_ids[:, None] == OFFICIAL, -2.0, 0.5)
+    high = np.array([PITCH_LENGTH_M, PITCH_WIDTH_M])[None, :] + np.where(
+        team_ids[:, None] == OFFICIAL, 2.0, -0.5
+    )
 
     # Players chase their targets with a speed limit, which keeps paths smooth and physical.
     positions = np.empty_like(target)
@@ -105,8 +146,7 @@ def simulate_positions(
         norm = np.linalg.norm(step, axis=1, keepdims=True)
         step *= np.minimum(1.0, max_step / np.maximum(norm, 1e-9))
         pos = pos + step
-        pos[:, 0] = np.clip(pos[:, 0], 0.5, PITCH_LENGTH_M - 0.5)
-        pos[:, 1] = np.clip(pos[:, 1], 0.5, PITCH_WIDTH_M - 0.5)
+        pos = np.clip(pos, low, high)
         positions[i] = pos
     velocity = np.gradient(positions, dt_s, axis=0) if n_frames > 1 else np.zeros_like(positions)
     speed = np.linalg.norm(velocity, axis=-1)

@@ -285,7 +285,10 @@ def player_styles(
 ) -> list[PlayerStyle]:
     styles = []
     for t, gk in zip(team, is_goalkeeper, strict=True):
-        kit = look.goalkeeper_kits[int(t)] if gk else look.kits[int(t)]
+        if t < 0:
+            kit = look.official_kit
+        else:
+            kit = look.goalkeeper_kits[int(t)] if gk else look.kits[int(t)]
         styles.append(
             PlayerStyle(
                 kit=kit,

@@ -31,6 +31,8 @@ def infer(pipes: PipesContext) -> None:
             partial_uri,
             model=params.model,
             device=params.device,
+            classes=params.classes,
+            input_size=params.input_size,
             calibration_path=calibration_path,
             progress=progress_reporter(pipes, "infer"),
         )

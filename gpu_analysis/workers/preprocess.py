@@ -28,6 +28,7 @@ def preprocess(pipes: PipesContext) -> None:
             sample_fps=params.sample_fps,
             model=params.model,
             batch_size=params.batch_size,
+            input_size=params.input_size,
             progress=progress_reporter(pipes, "preprocess"),
         )
         storage.replace_prefix(partial_uri, params.shards_uri)

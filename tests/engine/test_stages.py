@@ -1,4 +1,4 @@
-"""Stage by stage: sampling, letterbox geometry, calibration, maps, zones, decay, teams, files."""
+"""Stage by stage: sampling, letterbox geometry, calibration, maps, zones, decay, files."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from gpu_analysis.engine.accumulate import (
 from gpu_analysis.engine.batching import letterbox, letterbox_geometry
 from gpu_analysis.engine.calibration import calibration_from_dict, load_calibration
 from gpu_analysis.engine.errors import UserError
-from gpu_analysis.engine.teams import split_teams
 from gpu_analysis.engine.video import DecodeStats, iter_sampled_frames, probe, sample_indices
 
 
@@ -130,22 +129,6 @@ def test_zone_occupancy_thirds_by_channels() -> None:
     assert zones["thirds"] == {"defensive": 0.25, "middle": 0.25, "attacking": 0.5}
     assert zones["channels"] == {"right": 0.25, "centre": 0.5, "left": 0.25}
     assert zones["grid"]["left"]["attacking"] == 0.25
-
-
-def test_team_split_separates_two_kits_and_is_stable() -> None:
-    rng = np.random.default_rng(1)
-    red = rng.normal((200, 30, 40), 12, (40, 3))
-    white = rng.normal((230, 230, 235), 12, (35, 3))
-    colours = np.clip(np.concatenate([red, white]), 0, 255).astype(np.float32)
-    valid = np.ones(75, bool)
-    valid[3] = False
-    team, centroids_rgb = split_teams(colours, valid)
-    assert team[3] == -1
-    assert centroids_rgb[0][1] > 200 and centroids_rgb[1][1] < 60
-    assert (team[40:] == 0).all()  # lighter shirts are team 0
-    assert (np.delete(team[:40], 3) == 1).all()
-    again, _ = split_teams(colours[::-1].copy(), valid[::-1].copy())
-    assert np.array_equal(again[::-1], team)
 
 
 def test_npz_bytes_depend_only_on_the_arrays(tmp_path: Path) -> None:

@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpu_analysis.engine import steps
 from gpu_analysis.engine.batching import FrameBatch, letterbox_geometry
 from gpu_analysis.engine.errors import UserError
 from gpu_analysis.engine.inference import OnnxDetector
+from gpu_analysis.engine.records import InferParams, PreprocessParams
+from gpu_analysis.engine.teams import Role
 from tests.engine import onnx_models
 from tests.engine.conftest import run_cli
 
@@ -48,6 +51,18 @@ def _frames(input_wh: tuple[int, int], source_wh: tuple[int, int] = SOURCE_WH) -
     return FrameBatch(images, np.array([0]), np.array([0.0]), g)
 
 
+def _player_feet(frame) -> np.ndarray:
+    """The foot points of players and goalkeepers: a football model's referees are decoded too,
+    to be counted as officials and kept out of the maps."""
+    if frame.roles is None:
+        return frame.foot_points_px
+    return frame.foot_points_px[frame.roles != Role.OFFICIAL]
+
+
+def _player_scores(frame) -> np.ndarray:
+    return frame.scores if frame.roles is None else frame.scores[frame.roles != Role.OFFICIAL]
+
+
 def _feet_input_px(boxes_xyxy: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
     return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], axis=1)
@@ -68,10 +83,10 @@ def test_real_exports_give_the_feet_ultralytics_keeps(tmp_path: Path, key: str, 
     (frame,) = detector.detect(batch)
 
     expected = batch.geometry.to_source_px(_feet_input_px(kept[:, :4]))
-    assert frame.foot_points_px.shape == expected.shape
+    assert _player_feet(frame).shape == expected.shape
     # Same boxes in the same order (strongest first); 1 source px = 0.25 input px here.
-    assert np.abs(frame.foot_points_px - expected).max() < 1.0
-    assert np.allclose(frame.scores, kept[:, 4], atol=1e-3)
+    assert np.abs(_player_feet(frame) - expected).max() < 1.0
+    assert np.allclose(_player_scores(frame), kept[:, 4], atol=1e-3)
     assert detector.layout == layout
     assert detector.classes == (1, 2)  # goalkeeper and player, from the names in the metadata
     assert detector.describe()["classes"] == ["goalkeeper", "player"]
@@ -129,9 +144,14 @@ def _detected_classes(detector: OnnxDetector) -> list[int]:
 
 
 def test_football_detector_counts_players_and_goalkeepers_not_ball_or_referee(tmp_path) -> None:
+    """Players and goalkeepers are the players; the referee is decoded too, marked an official
+    (counted in report.json, in no map); the ball is not a person."""
     detector = OnnxDetector(_football_model(tmp_path))
-    assert _detected_classes(detector) == [1, 2, 2, 2]
-    assert detector.classes == (1, 2)
+    assert _detected_classes(detector) == [1, 2, 2, 2, 3]
+    assert detector.classes == (1, 2) and detector.official_classes == (3,)
+    (frame,) = detector.detect(_frames(detector.input_wh, (640, 640)))
+    assert sorted(frame.roles.tolist()) == [Role.OUTFIELD] * 3 + [Role.GOALKEEPER, Role.OFFICIAL]
+    assert detector.describe()["official_classes"] == ["referee"]
 
 
 @pytest.mark.parametrize(
@@ -154,7 +174,7 @@ def test_unknown_class_and_model_without_players_are_errors_naming_the_classes(t
     with pytest.raises(UserError, match=r"has no player class .*0=car, 1=bus.*--classes"):
         OnnxDetector(_football_model(tmp_path, vehicles, "vehicles.onnx"))
     buses = OnnxDetector(_football_model(tmp_path, vehicles, "v.onnx"), classes="bus")
-    assert buses.classes == (1,)
+    assert buses.classes == (1,) and buses.official_classes == ()
 
 
 def test_model_without_metadata_counts_class_zero_as_today(tmp_path: Path) -> None:
@@ -218,8 +238,8 @@ def test_yolov5_layout_matches_the_yolov5_reference(tmp_path: Path) -> None:
     batch = _frames((640, 640), (1280, 720))
     (frame,) = detector.detect(batch)
     expected = batch.geometry.to_source_px(_feet_input_px(reference[:, :4]))
-    assert frame.foot_points_px.shape == expected.shape
-    assert np.abs(frame.foot_points_px - expected).max() < 1.0
+    assert _player_feet(frame).shape == expected.shape
+    assert np.abs(_player_feet(frame) - expected).max() < 1.0
     assert detector.layout == "yolov5" and detector.classes == (1, 2)
 
 
@@ -250,9 +270,9 @@ def test_every_layout_gives_the_same_foot_points(tmp_path: Path, layout: str) ->
     (frame,) = detector.detect(batch)
     players = np.isin(classes, [1, 2])
     expected = batch.geometry.to_source_px(_feet_input_px(boxes[players]))
-    assert frame.foot_points_px.shape == expected.shape
-    assert np.abs(frame.foot_points_px - expected).max() < 1e-3
-    assert np.allclose(frame.scores, scores[players])
+    assert _player_feet(frame).shape == expected.shape
+    assert np.abs(_player_feet(frame) - expected).max() < 1e-3
+    assert np.allclose(_player_scores(frame), scores[players])
     assert detector.layout == layout
 
 
@@ -291,7 +311,7 @@ def test_dynamic_model_takes_its_exported_size_or_the_one_asked(tmp_path: Path) 
     detector = OnnxDetector(model, input_size=(320, 192))
     assert detector.input_wh == (320, 192) and detector.layout == "raw"
     (frame,) = detector.detect(_frames((320, 192), (640, 384)))
-    assert len(frame.foot_points_px) == 4  # decoded from the real output shape
+    assert len(_player_feet(frame)) == 4  # decoded from the real output shape
     with pytest.raises(UserError, match=r"^--input-size 650x360: .*multiples of .* stride 32"):
         OnnxDetector(model, input_size="650x360")
     with pytest.raises(UserError, match=r"^--input-size must be WxH"):
@@ -309,18 +329,22 @@ def test_fixed_size_model_refuses_another_input_size(tmp_path: Path) -> None:
     )
 
 
-def test_cli_flags_choose_classes_and_input_size(short_clip, tmp_path: Path) -> None:
+def _dynamic_football_model(tmp_path: Path) -> Path:
     # Players whose feet are on the pitch at 320x192, one ball and one referee beside them.
     feet = np.array([[100, 120], [160, 130], [220, 110], [130, 100], [190, 140]], np.float64)
     boxes = np.column_stack([feet[:, 0] - 5, feet[:, 1] - 20, feet[:, 0] + 5, feet[:, 1]])
     classes, scores = np.array([2, 2, 1, 0, 3]), np.full(5, 0.9)
-    model = onnx_models.replay_model(
+    return onnx_models.replay_model(
         tmp_path / "football-dyn.onnx",
         _raw_output(boxes, classes, scores, 4),
         ["N", 3, "H", "W"],
         [["N", 8, "A"]],
         onnx_models.ultralytics_metadata(FOOTBALL),
     )
+
+
+def test_cli_flags_choose_classes_and_input_size(short_clip, tmp_path: Path) -> None:
+    model = _dynamic_football_model(tmp_path)
     out = tmp_path / "out"
     result = run_cli(
         "analyze", short_clip.video, "--calibration", short_clip.calibration, "--out", out,
@@ -370,3 +394,46 @@ def test_cli_refuses_a_pose_model_in_one_line(short_clip, tmp_path: Path) -> Non
     assert result.stderr.strip().splitlines() == [
         "error: model yolov8n-pose.onnx is a pose model; gpu-analysis needs a detect model (boxes)"
     ]
+
+
+def test_the_gpu_steps_take_classes_and_input_size_too(short_clip, tmp_path: Path) -> None:
+    """The split T4 -> A10G path (Dagster's, the workers') honours --classes/--input-size as
+    `analyze` does: they travel in the steps' parameter records."""
+    model = str(_dynamic_football_model(tmp_path))
+    pre = PreprocessParams(
+        str(short_clip.video), str(tmp_path / "shards"), 2.0, model, input_size="320x192"
+    )
+    summary = steps.preprocess(
+        pre.video_uri, pre.shards_uri, sample_fps=pre.sample_fps, model=pre.model,
+        input_size=pre.input_size,
+    )  # fmt: skip
+    assert list(summary.input_size) == [320, 192]
+    params = InferParams(
+        pre.shards_uri, str(tmp_path / "det"), str(short_clip.calibration), model,
+        classes="player", input_size="320x192",
+    )  # fmt: skip
+    inferred = steps.infer(
+        params.shards_uri, params.detections_uri, model=params.model,
+        calibration_path=params.calibration_uri, classes=params.classes,
+        input_size=params.input_size,
+    )  # fmt: skip
+    assert inferred.model["classes"] == ["player"]
+    assert inferred.detections_total == 2 * summary.sampled_frames
+
+
+def test_a_football_detector_keeps_its_referee_out_of_the_maps(short_clip, tmp_path) -> None:
+    out = tmp_path / "out"
+    report = steps.analyze(
+        short_clip.video, short_clip.calibration, out, sample_fps=2.0,
+        model=str(_dynamic_football_model(tmp_path)), input_size="320x192",
+    )  # fmt: skip
+    frames = report["sampled_frames"]
+    assert report["officials"] == {"detections": frames, "per_frame_mean": 1.0}
+    # Two players and the goalkeeper a frame; the referee in no map, the ball not a person.
+    assert report["players_per_frame_mean"] == 3.0
+    assert (
+        report["teams"]["team_0"]["goalkeeper_detections"]
+        + report["teams"]["team_1"]["goalkeeper_detections"]
+        == frames
+    )
+    assert report["model"]["official_classes"] == ["referee"]
