@@ -199,9 +199,63 @@ def robustness(model: Path) -> dict:
             for key in ("precision", "recall", "map_correlation")
             for stat, fn in (("mean", np.mean), ("min", np.min))
         }
-        out[camera]["recall_per_look"] = [c["recall"] for c in rows]
+        for key in ("precision", "recall", "map_correlation"):
+            out[camera][f"{key}_per_look"] = [c[key] for c in rows]
         print(camera, json.dumps(out[camera]), flush=True)
+    out["bar"] = judge_bar(out)
     return out
+
+
+# The built-in model's bar (issue 13, decided): per camera family, over the six looks, mean
+# precision and mean recall within 1 m >= 0.9 each, map correlation >= 0.95 on every clip, and
+# recall >= 0.75 on the worst look. The looks with CRF >= 32 compression plus blur or camera
+# shake on a camera whose players are 10-13 px tall (the tactical view at 1280x720) are a
+# documented limit (docs/model.md, "Known limits"), not part of the bar.
+BAR = {"mean_precision": 0.9, "mean_recall": 0.9, "map_correlation": 0.95, "worst_recall": 0.75}
+SMALL_PLAYER_CAMERAS = ("tactical",)
+
+
+def is_documented_limit(camera: str, look: dict) -> bool:
+    degraded = look["crf"] >= 32 and (look["blur_sigma_px"] > 0 or look["motion_blur_px"] > 0)
+    return degraded and camera in SMALL_PLAYER_CAMERAS
+
+
+def judge_bar(robustness: dict) -> dict:
+    """Each camera family against BAR: {"passes": bool, "failures": [...]} per camera.
+
+    A record made before the per-look map correlations were kept is judged on its worst clip
+    for the map (stricter: the documented-limit looks cannot be left out) and says so.
+    """
+    verdict = {}
+    looks = robustness["looks"]
+    for camera, row in robustness.items():
+        if not isinstance(row, dict) or "recall_per_look" not in row:
+            continue
+        counted = [not is_documented_limit(camera, look) for look in looks]
+        failures = []
+        for key in ("precision", "recall"):
+            if row[f"mean_{key}"] < BAR[f"mean_{key}"]:
+                failures.append(f"mean {key} {row[f'mean_{key}']:.4f} < {BAR[f'mean_{key}']}")
+        recalls = [r for r, c in zip(row["recall_per_look"], counted, strict=True) if c]
+        if min(recalls) < BAR["worst_recall"]:
+            failures.append(f"worst-look recall {min(recalls):.4f} < {BAR['worst_recall']}")
+        maps = row.get("map_correlation_per_look")
+        note = None
+        if maps is None:
+            maps, note = [row["min_map_correlation"]], "per-look map correlation not recorded"
+        else:
+            maps = [m for m, c in zip(maps, counted, strict=True) if c]
+        if min(maps) < BAR["map_correlation"]:
+            failures.append(f"map correlation {min(maps):.4f} < {BAR['map_correlation']}")
+        verdict[camera] = {
+            "passes": not failures,
+            "failures": failures,
+            "documented_limit_looks": [
+                look["seed"] for look, c in zip(looks, counted, strict=True) if not c
+            ],
+            **({"note": note} if note else {}),
+        }
+    return verdict
 
 
 def main() -> None:
