@@ -55,6 +55,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         progress=None if args.quiet else progress,
         classes=args.classes,
         input_size=args.input_size,
+        stream=args.stream,
     )
     t = report["timings"]
     print(
@@ -88,6 +89,14 @@ def register_analyze(sub: argparse._SubParsersAction) -> None:
         metavar="NAME[,NAME]",
         help="YOLO classes counted as players, by name or id (default: those named person, "
         "player or goalkeeper; class 0 for a model without names)",
+    )
+    p.add_argument(
+        "--stream",
+        type=int,
+        default=None,
+        metavar="N",
+        help="video stream to analyse, numbered as ffprobe numbers them "
+        "(default: the stream marked default, else the first video stream)",
     )
     p.add_argument(
         "--input-size",

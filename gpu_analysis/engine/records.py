@@ -48,6 +48,7 @@ class PreprocessParams:
     model: str = DEFAULT_MODEL
     batch_size: int = DEFAULT_BATCH_SIZE
     input_size: str | None = None  # "WxH" for a YOLO model with a dynamic input size
+    stream: int | None = None  # the video stream (ffprobe's index); None: the default one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,9 @@ class PreprocessSummary:
     total_s: float
     # How the run deviated from what was asked (a sample rate above the video's own).
     warnings: tuple[str, ...] = ()
+    # How the video was decoded (engine.video.DecodeStats): which stream, which decoder, how
+    # many frames were deinterlaced, the rotation applied, the first and last timestamps.
+    decoding: dict[str, object] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -180,6 +180,7 @@ def build_outputs(
         "sampled_frames": sampled,
         "frames_decoded": decode.get("frames_decoded"),
         "frames_lost": decode.get("frames_lost", 0),
+        "decoding": decode.get("decoding"),
         "stream_complete": decode.get("frames_lost", 0) == 0,
         "detections_total": len(detections) if detections_total is None else detections_total,
         "detections_on_pitch": len(positions) + len(official_frames),

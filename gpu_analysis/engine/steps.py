@@ -80,10 +80,11 @@ __all__ = [
 ]
 
 
-def probe(video_path: str | os.PathLike) -> VideoFacts:
+def probe(video_path: str | os.PathLike, stream: int | None = None) -> VideoFacts:
     """A video's facts; UserError if it is missing, empty, not a video, has no frames or
-    frames too small to show a player."""
-    facts = _video.probe(video_path)
+    frames too small to show a player. `stream`: ffprobe's index of the video stream to use
+    (default: the stream marked default, else the first video stream)."""
+    facts = _video.probe(video_path, stream=stream)
     sanity.check_video(facts, str(video_path))
     return facts
 
@@ -114,6 +115,7 @@ class MatchRun:
     facts: VideoFacts
     calibration: Calibration | None = None
     sample_fps: float = DEFAULT_SAMPLE_FPS
+    stream: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     detector: Detector | None = None
     geometry: Letterbox | None = None
@@ -162,11 +164,24 @@ class Stage:
     run: Callable[[Any, MatchRun], Any]
 
 
+def decoding_facts(stats: DecodeStats) -> dict:
+    """How the video was decoded, for report.json `decoding`."""
+    return {
+        "stream_index": stats.stream_index,
+        "decoder": stats.decoder,
+        "frames_deinterlaced": stats.frames_deinterlaced,
+        "rotation_deg": stats.rotation_deg,
+        "packets_damaged": stats.packets_damaged,
+        "first_timestamp_s": stats.first_timestamp_s,
+        "last_timestamp_s": stats.last_timestamp_s,
+    }
+
+
 def decode_frames(facts: VideoFacts, run: MatchRun) -> Iterator[FrameBatch]:
     """Video -> sampled, letterboxed frames in batches of `run.batch_size`."""
     assert run.geometry is not None
     stats = run.decode
-    frames = _video.iter_sampled_frames(facts, run.sample_fps, stats)
+    frames = _video.iter_sampled_frames(facts, run.sample_fps, stats, stream=run.stream)
     for batch in iter_batches(frames, run.geometry, run.batch_size):
         if run.decode_reports_progress:
             run.report(
@@ -231,6 +246,7 @@ def build_match_outputs(detections: Detections, run: MatchRun) -> MatchOutputs:
             "frames_decoded": run.decode.frames_decoded,
             "frames_lost": run.decode.frames_lost,
             "warnings": run.warnings,
+            "decoding": decoding_facts(run.decode),
         },
         detections_total=run.detections_total,
     )
@@ -299,6 +315,7 @@ def preprocess(
     model: str = DEFAULT_MODEL,
     batch_size: int = DEFAULT_BATCH_SIZE,
     input_size: str | None = None,
+    stream: int | None = None,
     progress: Progress | None = None,
 ) -> PreprocessSummary:
     """Decode, sample, letterbox and batch a video into shards for `infer` (the T4 step)."""
@@ -306,13 +323,14 @@ def preprocess(
     _video.check_sample_fps(sample_fps)
     input_wh = _model_input_wh(model, input_size)
     with storage.local_copy(video_uri) as local_path:
-        facts = dataclasses.replace(probe(local_path), path=str(video_uri))
+        facts = dataclasses.replace(probe(local_path, stream), path=str(video_uri))
         geometry = letterbox_geometry((facts.width, facts.height), input_wh)
         warnings: list[str] = []
         sample_fps = _sampled_rate(sample_fps, facts, warnings)
         run = MatchRun(
             facts=dataclasses.replace(facts, path=str(local_path)),
             sample_fps=sample_fps,
+            stream=stream,
             warnings=warnings,
             batch_size=batch_size,
             geometry=geometry,
@@ -340,6 +358,7 @@ def preprocess(
         preprocess_s=round(total_s - stats.decode_s, 4),
         total_s=round(total_s, 4),
         warnings=tuple(run.warnings),
+        decoding=decoding_facts(stats),
     )
     shards.write_manifest(
         shards_uri,
@@ -549,6 +568,11 @@ def aggregate(
             sampled_frames=pre.sampled_frames,
             frames_lost=pre.frames_lost,
             decode_s=pre.decode_s,
+            **{
+                key: value
+                for key, value in (pre.decoding or {}).items()
+                if key in {f.name for f in dataclasses.fields(DecodeStats)}
+            },
         ),
         detections_total=inf.detections_total,
         warnings=list(pre.warnings),
@@ -628,6 +652,7 @@ def analyze(
     detector: Detector | None = None,
     classes: str | None = None,
     input_size: str | None = None,
+    stream: int | None = None,
 ) -> dict:
     """The whole analysis in one process: what `gpu-analysis analyze` runs.
 
@@ -639,7 +664,7 @@ def analyze(
     started = time.perf_counter()
     _video.check_sample_fps(sample_fps)
     with storage.local_copy(video_path) as local_path:
-        facts = probe(local_path)
+        facts = probe(local_path, stream)
         calibration = load_calibration(calibration_path, facts)
         warnings: list[str] = []
         sample_fps = _sampled_rate(sample_fps, facts, warnings)
@@ -657,6 +682,7 @@ def analyze(
             facts=facts,
             calibration=calibration,
             sample_fps=sample_fps,
+            stream=stream,
             batch_size=batch_size,
             detector=detector,
             geometry=letterbox_geometry((facts.width, facts.height), detector.input_wh),

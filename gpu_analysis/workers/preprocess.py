@@ -29,6 +29,7 @@ def preprocess(pipes: PipesContext) -> None:
             model=params.model,
             batch_size=params.batch_size,
             input_size=params.input_size,
+            stream=params.stream,
             progress=progress_reporter(pipes, "preprocess"),
         )
         storage.replace_prefix(partial_uri, params.shards_uri)
