@@ -1,6 +1,13 @@
 """Synthetic match footage with ground truth, for tests, demos, benchmarks and model training."""
 
-from gpu_analysis.synthetic.camera import CAMERA_PRESETS, Camera, preset_camera, random_side_camera
+from gpu_analysis.synthetic.camera import (
+    CAMERA_PRESETS,
+    Camera,
+    LensDistortion,
+    preset_camera,
+    random_side_camera,
+)
+from gpu_analysis.synthetic.camera_motion import SHOT_CLOSEUP, SHOT_PITCH, CameraMotion, Cut
 from gpu_analysis.synthetic.clip import (
     ClipTruth,
     H264Writer,
@@ -13,9 +20,14 @@ from gpu_analysis.synthetic.look import Look, default_look, random_look
 
 __all__ = [
     "CAMERA_PRESETS",
+    "SHOT_CLOSEUP",
+    "SHOT_PITCH",
     "Camera",
+    "CameraMotion",
     "ClipTruth",
+    "Cut",
     "H264Writer",
+    "LensDistortion",
     "Look",
     "MatchRenderer",
     "calibration_path_for",

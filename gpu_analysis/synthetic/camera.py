@@ -24,6 +24,103 @@ _LANDMARKS_M = [
     (PITCH_LENGTH_M - 16.5, PITCH_WIDTH_M / 2 - 20.16),
     (PITCH_LENGTH_M - 16.5, PITCH_WIDTH_M / 2 + 20.16),
 ]
+# More marked points, for calibrations that must use what the frame shows (a distorted
+# frame: the lens model only holds inside the picture): penalty spots, goal-area corners,
+# the centre circle on the halfway line, where the box lines meet the goal lines.
+_MARKED_POINTS_M = [
+    *_LANDMARKS_M,
+    (11.0, PITCH_WIDTH_M / 2),
+    (PITCH_LENGTH_M - 11.0, PITCH_WIDTH_M / 2),
+    (PITCH_LENGTH_M / 2, PITCH_WIDTH_M / 2 - 9.15),
+    (PITCH_LENGTH_M / 2, PITCH_WIDTH_M / 2 + 9.15),
+    (5.5, PITCH_WIDTH_M / 2 - 9.16),
+    (5.5, PITCH_WIDTH_M / 2 + 9.16),
+    (PITCH_LENGTH_M - 5.5, PITCH_WIDTH_M / 2 - 9.16),
+    (PITCH_LENGTH_M - 5.5, PITCH_WIDTH_M / 2 + 9.16),
+    (0.0, PITCH_WIDTH_M / 2 - 20.16),
+    (0.0, PITCH_WIDTH_M / 2 + 20.16),
+    (PITCH_LENGTH_M, PITCH_WIDTH_M / 2 - 20.16),
+    (PITCH_LENGTH_M, PITCH_WIDTH_M / 2 + 20.16),
+    (0.0, PITCH_WIDTH_M / 2 - 9.16),
+    (0.0, PITCH_WIDTH_M / 2 + 9.16),
+    (PITCH_LENGTH_M, PITCH_WIDTH_M / 2 - 9.16),
+    (PITCH_LENGTH_M, PITCH_WIDTH_M / 2 + 9.16),
+]
+
+
+@dataclass(frozen=True)
+class LensDistortion:
+    """Radial lens distortion, OpenCV's model with k1, k2 only (p1 = p2 = k3 = 0).
+
+    Pixel coordinates are normalised as (p - centre_px) / focal_px, the camera matrix
+    [[focal_px, 0, cx], [0, focal_px, cy], [0, 0, 1]] of cv2.undistortPoints; an ideal
+    (pinhole) point at radius r moves to r * (1 + k1 r^2 + k2 r^4). k1 < 0 is barrel
+    distortion, the wide-angle kind.
+    """
+
+    k1: float
+    k2: float
+    focal_px: float
+    centre_px: tuple[float, float]
+
+    @property
+    def camera_matrix(self) -> np.ndarray:
+        cx, cy = self.centre_px
+        return np.array([[self.focal_px, 0.0, cx], [0.0, self.focal_px, cy], [0.0, 0.0, 1.0]])
+
+    @property
+    def coefficients(self) -> np.ndarray:
+        """OpenCV's distCoeffs (k1, k2, p1, p2)."""
+        return np.array([self.k1, self.k2, 0.0, 0.0])
+
+    def _gain(self, r2: np.ndarray) -> np.ndarray:
+        return 1.0 + self.k1 * r2 + self.k2 * r2 * r2
+
+    def distort_px(self, points_px: np.ndarray) -> np.ndarray:
+        """Ideal (pinhole) pixel points (..., 2) -> where the lens puts them."""
+        pts = np.asarray(points_px, dtype=np.float64)
+        centre = np.asarray(self.centre_px)
+        n = (pts - centre) / self.focal_px
+        return centre + n * self._gain((n * n).sum(-1))[..., None] * self.focal_px
+
+    def undistort_px(self, points_px: np.ndarray) -> np.ndarray:
+        """Distorted pixel points (..., 2) -> ideal ones; NaN where the model does not invert.
+
+        Newton on the radius (cv2.undistortPoints stops after 5 fixed-point steps, which
+        leaves pixels of error near the corners of a strongly distorted frame).
+        """
+        pts = np.asarray(points_px, dtype=np.float64)
+        centre = np.asarray(self.centre_px)
+        n = (pts - centre) / self.focal_px
+        r_d = np.linalg.norm(n, axis=-1)
+        r = r_d.copy()
+        # Past a fold-over Newton runs away; those points come out NaN, quietly.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for _ in range(20):
+                r2 = r * r
+                f = r * self._gain(r2) - r_d
+                slope = 1.0 + 3.0 * self.k1 * r2 + 5.0 * self.k2 * r2 * r2
+                r = r - f / np.where(slope > 1e-6, slope, 1e-6)
+            r2 = r * r
+            ok = (np.abs(r * self._gain(r2) - r_d) < 1e-9 * np.maximum(1.0, r_d)) & (
+                1.0 + 3.0 * self.k1 * r2 + 5.0 * self.k2 * r2 * r2 > 0
+            )
+        scale = np.where(r_d > 0, r / np.where(r_d > 0, r_d, 1.0), 1.0)
+        out = centre + n * scale[..., None] * self.focal_px
+        return np.where(ok[..., None], out, np.nan)
+
+    def as_dict(self) -> dict:
+        return {
+            "k1": float(self.k1),
+            "k2": float(self.k2),
+            "focal_px": float(self.focal_px),
+            "centre_px": [float(self.centre_px[0]), float(self.centre_px[1])],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> LensDistortion:
+        cx, cy = raw["centre_px"]
+        return cls(float(raw["k1"]), float(raw["k2"]), float(raw["focal_px"]), (cx, cy))
 
 
 @dataclass(frozen=True)
@@ -68,8 +165,15 @@ class Camera:
         h = self.intrinsics @ rt
         return h / h[2, 2]
 
-    def calibration(self) -> dict:
-        """The contract's calibration dict: landmarks in front of the camera, >= 4 of them."""
+    def calibration(self, distortion: LensDistortion | None = None) -> dict:
+        """The contract's calibration dict: landmarks in front of the camera, >= 4 of them.
+
+        With a lens `distortion`, the image points are where the marked points appear in
+        the distorted frame (what a user clicks), only points inside the frame (the lens
+        model holds there), and the file carries the distortion to undo before fitting.
+        """
+        if distortion is not None:
+            return self._distorted_calibration(distortion)
         landmarks = np.array(_LANDMARKS_M)
         ground = np.column_stack([landmarks, np.zeros(len(landmarks))])
         in_front = self.depth_m(ground) > 1.0
@@ -81,6 +185,37 @@ class Camera:
             "pitch": {"length_m": PITCH_LENGTH_M, "width_m": PITCH_WIDTH_M},
             "image_points": [[round(float(x), 4), round(float(y), 4)] for x, y in image],
             "pitch_points": [[float(x), float(y)] for x, y in chosen],
+        }
+
+    def _distorted_calibration(self, distortion: LensDistortion) -> dict:
+        marked = np.array(_MARKED_POINTS_M)
+        ground = np.column_stack([marked, np.zeros(len(marked))])
+        ideal = self.project(ground)
+        seen = distortion.distort_px(ideal)
+        margin_px = 2.0
+        inside = (
+            (self.depth_m(ground) > 1.0)
+            & (seen[:, 0] >= margin_px)
+            & (seen[:, 0] <= self.width - 1 - margin_px)
+            & (seen[:, 1] >= margin_px)
+            & (seen[:, 1] <= self.height - 1 - margin_px)
+        )
+        # The lens model must map these back to where they came from; far outside the
+        # frame a barrel polynomial folds over and they would not.
+        back = distortion.undistort_px(seen)
+        inside &= np.isfinite(back).all(axis=1)
+        inside &= np.linalg.norm(np.nan_to_num(back) - ideal, axis=1) < 1e-6
+        chosen = marked[inside]
+        if len(chosen) < 4:
+            raise ValueError(
+                f"the reference frame shows {len(chosen)} marked pitch points; need 4 to "
+                "calibrate a distorted view (zoom out or aim at the pitch)"
+            )
+        return {
+            "pitch": {"length_m": PITCH_LENGTH_M, "width_m": PITCH_WIDTH_M},
+            "image_points": [[round(float(x), 4), round(float(y), 4)] for x, y in seen[inside]],
+            "pitch_points": [[float(x), float(y)] for x, y in chosen],
+            "distortion": distortion.as_dict(),
         }
 
 
@@ -125,7 +260,7 @@ def _fov_focal_px(width: int, horizontal_fov_deg: float) -> float:
 
 # Named setups. "tactical" and "broadcast" are the common ones; "behind_goal" is an end-on
 # view the built-in model never trains on (the held-out camera of its evaluation).
-CAMERA_PRESETS = ("tactical", "broadcast", "behind_goal", "corner", "wide")
+CAMERA_PRESETS = ("tactical", "broadcast", "behind_goal", "corner", "wide", "gantry")
 
 
 def preset_camera(name: str, width: int, height: int) -> Camera:
@@ -145,6 +280,12 @@ def preset_camera(name: str, width: int, height: int) -> Camera:
         pos, target = (45.0, -22.0, 16.0), (68.0, 32.0, 0.0)
         rot = look_at(pos, target)
         focal = _fov_focal_px(width, 55.0)
+    elif name == "gantry":
+        # The main broadcast camera: the gantry of the main stand at the halfway line, framing
+        # about half the pitch; the camera that pans, tilts and zooms (camera_motion.py).
+        pos, target = (52.5, -30.0, 22.0), (52.5, 30.0, 0.0)
+        rot = look_at(pos, target)
+        focal = _fov_focal_px(width, 50.0)
     elif name == "behind_goal":
         pos, target = (-28.0, 34.0, 22.0), (38.0, 34.0, 0.0)
         rot = look_at(pos, target)

@@ -64,8 +64,9 @@ def _plane_warp(
     frame[valid] = warped[valid]
 
 
-def _ground_texture(look: Look, rng: np.random.Generator) -> np.ndarray:
-    ppm = _GROUND_PX_PER_M
+def _ground_texture(
+    look: Look, rng: np.random.Generator, ppm: float = _GROUND_PX_PER_M
+) -> np.ndarray:
     tw, th = int(_GROUND_LEN_M * ppm), int(_GROUND_WID_M * ppm)
     x_m = (np.arange(tw) + 0.5) / ppm + _GROUND_X0_M
     y_m = (np.arange(th) + 0.5) / ppm + _GROUND_Y0_M
@@ -204,69 +205,281 @@ def _draw_goals(frame: np.ndarray, camera: Camera, look: Look) -> None:
                 cv2.line(frame, p0, p1, col, thick, cv2.LINE_AA, _SHIFT)
 
 
+def _clip_polygon_to_view(camera: Camera, corners_m: np.ndarray) -> np.ndarray:
+    """The part of a 3-D polygon inside the camera's view, projected to pixels (K, 2).
+
+    Sutherland-Hodgman against the near plane and the four sides of the frame (with a
+    margin), in camera coordinates: what lies behind the camera never reaches the image, and
+    the projected corners stay small numbers that cv2's fixed-point polygons can hold.
+    """
+    cam = corners_m @ camera.rotation.T + camera.translation
+    k = camera.intrinsics
+    f, cx, cy = k[0, 0], k[0, 2], k[1, 2]
+    margin = 4.0
+    x0, x1 = (-margin - cx) / f, (camera.width + margin - cx) / f
+    y0, y1 = (-margin - cy) / f, (camera.height + margin - cy) / f
+    # Each plane as a, with a . (x, y, z) >= 0 inside.
+    planes = (
+        np.array([0.0, 0.0, 1.0, -0.05]),  # z >= 5 cm
+        np.array([1.0, 0.0, -x0, 0.0]),  # x >= x0 z
+        np.array([-1.0, 0.0, x1, 0.0]),  # x <= x1 z
+        np.array([0.0, 1.0, -y0, 0.0]),
+        np.array([0.0, -1.0, y1, 0.0]),
+    )
+    poly = list(cam)
+    for plane in planes:
+        if not poly:
+            break
+        out = []
+        for i, cur in enumerate(poly):
+            prev = poly[i - 1]
+            d_cur = plane[:3] @ cur + plane[3]
+            d_prev = plane[:3] @ prev + plane[3]
+            if d_cur >= 0:
+                if d_prev < 0:
+                    out.append(prev + (cur - prev) * (d_prev / (d_prev - d_cur)))
+                out.append(cur)
+            elif d_prev >= 0:
+                out.append(prev + (cur - prev) * (d_prev / (d_prev - d_cur)))
+        poly = out
+    if len(poly) < 3:
+        return np.zeros((0, 2))
+    pts = np.array(poly) @ k.T
+    return pts[:, :2] / pts[:, 2:3]
+
+
+class _MipLevels:
+    """A texture pre-shrunk by 1, 2, 4 or 8 along each axis on its own (anisotropic mipmaps).
+
+    Sampling a far part of the pitch straight from the full texture skips texels: a far
+    touchline, foreshortened to a pixel, breaks into dashes. Each band of image rows is
+    drawn from the level that shrinks the texture about as much as the view does there.
+    """
+
+    _FACTORS = (1, 2, 4, 8)
+
+    def __init__(self, texture: np.ndarray):
+        self.full = texture
+        self._levels: dict[tuple[int, int], np.ndarray] = {(1, 1): texture}
+
+    def level(self, fx: int, fy: int) -> np.ndarray:
+        if (fx, fy) not in self._levels:
+            th, tw = self.full.shape[:2]
+            size = (max(1, tw // fx), max(1, th // fy))
+            self._levels[(fx, fy)] = cv2.resize(self.full, size, interpolation=cv2.INTER_AREA)
+        return self._levels[(fx, fy)]
+
+    @classmethod
+    def factor(cls, texels_per_px: float) -> int:
+        """The largest level factor not above the texels one image pixel spans."""
+        return max(f for f in cls._FACTORS if f <= max(1.0, texels_per_px))
+
+
+def _plane_warp_fast(
+    frame: np.ndarray,
+    camera: Camera,
+    texture: np.ndarray | _MipLevels,
+    origin_m,
+    axis_u_m,
+    axis_v_m,
+) -> None:
+    """`_plane_warp` for a camera that moves: the same picture at a fraction of the cost.
+
+    One cv2.warpPerspective over the bounding box of the plane's visible polygon, instead
+    of float64 maps over the whole frame for every plane. A plane wholly in front of the
+    camera is masked by its texture's edge; one reaching behind it by the visible polygon
+    (clipped at the near plane), so nothing behind the camera is drawn. With _MipLevels,
+    bands of rows are drawn from the level that suits their distance.
+    """
+    o = np.asarray(origin_m, float)
+    u = np.asarray(axis_u_m, float)
+    v = np.asarray(axis_v_m, float)
+    corners_m = np.array([o, o + u, o + u + v, o + v])
+    polygon_px = _clip_polygon_to_view(camera, corners_m)
+    if len(polygon_px) < 3:
+        return
+    height, width = frame.shape[:2]
+    x0 = max(0, int(np.floor(polygon_px[:, 0].min())))
+    y0 = max(0, int(np.floor(polygon_px[:, 1].min())))
+    x1 = min(width, int(np.ceil(polygon_px[:, 0].max())) + 1)
+    y1 = min(height, int(np.ceil(polygon_px[:, 1].max())) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return
+    k, r, t = camera.intrinsics, camera.rotation, camera.translation
+    h = k @ np.column_stack([r @ u, r @ v, r @ o + t])  # plane (s, t, 1) -> image
+    try:
+        h_inv = np.linalg.inv(h)
+    except np.linalg.LinAlgError:
+        return  # the plane is seen edge-on
+    mask = None
+    if not (camera.depth_m(corners_m) > 0.05).all():
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        # Pixel centres sit at whole coordinates in cv2's polygon fill.
+        local = np.round((polygon_px - [x0, y0]) * _ONE).astype(np.int32)
+        cv2.fillPoly(mask, [local], 1, cv2.LINE_8, _SHIFT)
+    if isinstance(texture, _MipLevels):
+        bands = _mip_bands(texture, h, h_inv, x0, x1, y0, y1)
+    else:
+        bands = [(y0, y1, texture)]
+    for b0, b1, tex in bands:
+        _warp_band(
+            frame, tex, h_inv, x0, x1, b0, b1, None if mask is None else mask[b0 - y0 : b1 - y0]
+        )
+
+
+def _mip_bands(mip: _MipLevels, h, h_inv, x0, x1, y0, y1) -> list[tuple[int, int, np.ndarray]]:
+    """Row bands [b0, b1) of the ROI, each with the mip level its distance calls for."""
+    th, tw = mip.full.shape[:2]
+    step = 8
+    rows = np.arange(y0, y1, step, dtype=np.float64) + step / 2
+    cx = (x0 + x1) / 2.0
+    st = np.c_[np.full(len(rows), cx), rows, np.ones(len(rows))] @ h_inv.T
+    st = st[:, :2] / st[:, 2:3]
+    bands: list[tuple[int, int, np.ndarray]] = []
+    for j, (s, t_) in enumerate(st):
+        # Image pixels per texel along each texture axis, from the homography's derivative.
+        ds, dt = 1.0 / tw, 1.0 / th
+        base = h @ [s, t_, 1.0]
+        along_s = h @ [s + ds, t_, 1.0]
+        along_t = h @ [s, t_ + dt, 1.0]
+        px_s = np.linalg.norm(along_s[:2] / along_s[2] - base[:2] / base[2])
+        px_t = np.linalg.norm(along_t[:2] / along_t[2] - base[:2] / base[2])
+        fx = _MipLevels.factor(1.0 / max(px_s, 1e-9)) if np.isfinite(px_s) else 1
+        fy = _MipLevels.factor(1.0 / max(px_t, 1e-9)) if np.isfinite(px_t) else 1
+        tex = mip.level(fx, fy)
+        b0, b1 = y0 + j * step, min(y1, y0 + (j + 1) * step)
+        if bands and bands[-1][2] is tex:
+            bands[-1] = (bands[-1][0], b1, tex)
+        else:
+            bands.append((b0, b1, tex))
+    return bands
+
+
+def _warp_band(frame, texture, h_inv, x0, x1, y0, y1, mask) -> None:
+    th, tw = texture.shape[:2]
+    # Image pixel (x0 + i, y0 + j) -> plane (s, t) -> texture pixel (s tw - 0.5, t th - 0.5),
+    # the sampling convention of _plane_warp.
+    to_texture = np.array([[tw, 0.0, -0.5], [0.0, th, -0.5], [0.0, 0.0, 1.0]])
+    from_roi = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+    m = to_texture @ h_inv @ from_roi
+    roi = frame[y0:y1, x0:x1]
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    if mask is None:
+        # The whole plane is in front of the camera, so no pixel's ray meets it behind: the
+        # texture's own edge is the mask (transparent border), written in place.
+        cv2.warpPerspective(
+            texture, m, (x1 - x0, y1 - y0), dst=roi, flags=flags,
+            borderMode=cv2.BORDER_TRANSPARENT,
+        )  # fmt: skip
+        return
+    warped = cv2.warpPerspective(
+        texture, m, (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_REPLICATE
+    )
+    cv2.copyTo(warped, mask, roi)
+
+
+class Stadium:
+    """The stadium's textures (ground, stands, boards), made once, drawn from any camera.
+
+    A static clip draws it once (`render_background`); a moving camera draws it every
+    frame, so the stands do not change between frames. `ground_px_per_m` sets the
+    resolution of the pitch texture (zoomed-in cameras want more).
+    """
+
+    def __init__(
+        self,
+        look: Look,
+        rng: np.random.Generator,
+        camera_position_m: tuple[float, float, float],
+        ground_px_per_m: float = _GROUND_PX_PER_M,
+    ):
+        # The random draws come in the order render_background always made them: ground,
+        # stands the camera is not in, boards; the same seed gives the same stadium.
+        self.look = look
+        self.ground = _ground_texture(look, rng, ground_px_per_m)
+        self._ground_mip = _MipLevels(self.ground)
+        cx, cy, _ = camera_position_m
+        ext, rise, depth = 14.0, 24.0, 40.0
+        length, width = PITCH_LENGTH_M, PITCH_WIDTH_M
+        # (origin, along-axis, up-the-stand axis, is the camera on that side?)
+        stands = [
+            (
+                (-ext, width + _STAND_GAP_M, 1.5),
+                (length + 2 * ext, 0, 0),
+                (0, depth, rise),
+                cy > width + _STAND_GAP_M,
+            ),
+            (
+                (length + ext, -_STAND_GAP_M, 1.5),
+                (-(length + 2 * ext), 0, 0),
+                (0, -depth, rise),
+                cy < -_STAND_GAP_M,
+            ),
+            (
+                (-_STAND_GAP_M, -ext, 1.5),
+                (0, width + 2 * ext, 0),
+                (-depth, 0, rise),
+                cx < -_STAND_GAP_M,
+            ),
+            (
+                (length + _STAND_GAP_M, width + ext, 1.5),
+                (0, -(width + 2 * ext), 0),
+                (depth, 0, rise),
+                cx > length + _STAND_GAP_M,
+            ),
+        ]
+        self.stands = []
+        for origin, along, up, camera_inside in stands:
+            if camera_inside:
+                continue
+            tex = _crowd_texture(look, rng, float(np.linalg.norm(along)), float(np.linalg.norm(up)))
+            # Texture rows run down the image; the stand's up axis runs up it, so flip.
+            self.stands.append((tex[::-1].copy(), origin, along, up))
+        boards = [
+            ((-10.0, width + _BOARD_GAP_M, 0.0), (length + 20.0, 0, 0)),
+            ((length + 10.0, -_BOARD_GAP_M, 0.0), (-(length + 20.0), 0, 0)),
+            ((-_BOARD_GAP_M, -6.0, 0.0), (0, width + 12.0, 0)),
+            ((length + _BOARD_GAP_M, width + 6.0, 0.0), (0, -(width + 12.0), 0)),
+        ]
+        self.boards = []
+        for origin, along in boards:
+            tex = _board_texture(look, rng, float(np.linalg.norm(along)))
+            self.boards.append((tex[::-1].copy(), origin, along, (0, 0, 0.9)))
+        self._sky: dict[tuple[int, int], np.ndarray] = {}
+
+    def _sky_frame(self, width: int, height: int) -> np.ndarray:
+        if (width, height) not in self._sky:
+            sky = np.array(self.look.sky_rgb, np.float32)
+            ramp = np.linspace(0.8, 1.1, height, dtype=np.float32)[:, None, None]
+            frame = np.broadcast_to(sky, (height, width, 3)) * ramp
+            self._sky[(width, height)] = np.clip(frame, 0, 255).astype(np.uint8)
+        return self._sky[(width, height)]
+
+    def draw(self, camera: Camera, *, exact: bool = False) -> np.ndarray:
+        """The stadium as `camera` sees it (RGB uint8): sky, ground, stands, boards, goals.
+
+        `exact` uses the per-pixel warp of the static renderer (bit for bit what clips of a
+        static camera always had); otherwise the fast warp.
+        """
+        warp = _plane_warp if exact else _plane_warp_fast
+        frame = self._sky_frame(camera.width, camera.height).copy()
+        warp(
+            frame,
+            camera,
+            self.ground if exact else self._ground_mip,
+            (_GROUND_X0_M, _GROUND_Y0_M, 0.0),
+            (_GROUND_LEN_M, 0.0, 0.0),
+            (0.0, _GROUND_WID_M, 0.0),
+        )
+        for tex, origin, along, up in self.stands + self.boards:
+            warp(frame, camera, tex, origin, along, up)
+        _draw_goals(frame, camera, self.look)
+        return frame
+
+
 def render_background(camera: Camera, look: Look, rng: np.random.Generator) -> np.ndarray:
     """The static stadium as the camera sees it (RGB uint8): sky, ground, stands, boards."""
-    h, w = camera.height, camera.width
-    sky = np.array(look.sky_rgb, np.float32)
-    ramp = np.linspace(0.8, 1.1, h, dtype=np.float32)[:, None, None]
-    frame = np.clip(np.broadcast_to(sky, (h, w, 3)) * ramp, 0, 255).astype(np.uint8).copy()
-    _plane_warp(
-        frame,
-        camera,
-        _ground_texture(look, rng),
-        (_GROUND_X0_M, _GROUND_Y0_M, 0.0),
-        (_GROUND_LEN_M, 0.0, 0.0),
-        (0.0, _GROUND_WID_M, 0.0),
-    )
-    cx, cy, _ = camera.position_m
-    ext, rise, depth = 14.0, 24.0, 40.0
-    length, width = PITCH_LENGTH_M, PITCH_WIDTH_M
-    # (origin, along-axis, up-the-stand axis, is the camera on that side?)
-    stands = [
-        (
-            (-ext, width + _STAND_GAP_M, 1.5),
-            (length + 2 * ext, 0, 0),
-            (0, depth, rise),
-            cy > width + _STAND_GAP_M,
-        ),
-        (
-            (length + ext, -_STAND_GAP_M, 1.5),
-            (-(length + 2 * ext), 0, 0),
-            (0, -depth, rise),
-            cy < -_STAND_GAP_M,
-        ),
-        (
-            (-_STAND_GAP_M, -ext, 1.5),
-            (0, width + 2 * ext, 0),
-            (-depth, 0, rise),
-            cx < -_STAND_GAP_M,
-        ),
-        (
-            (length + _STAND_GAP_M, width + ext, 1.5),
-            (0, -(width + 2 * ext), 0),
-            (depth, 0, rise),
-            cx > length + _STAND_GAP_M,
-        ),
-    ]
-    for origin, along, up, camera_inside in stands:
-        if camera_inside:
-            continue
-        along_m = float(np.linalg.norm(along))
-        up_m = float(np.linalg.norm(up))
-        tex = _crowd_texture(look, rng, along_m, up_m)
-        # Texture rows run down the image; the stand's up axis runs up it, so flip.
-        _plane_warp(frame, camera, tex[::-1].copy(), origin, along, up)
-    boards = [
-        ((-10.0, width + _BOARD_GAP_M, 0.0), (length + 20.0, 0, 0)),
-        ((length + 10.0, -_BOARD_GAP_M, 0.0), (-(length + 20.0), 0, 0)),
-        ((-_BOARD_GAP_M, -6.0, 0.0), (0, width + 12.0, 0)),
-        ((length + _BOARD_GAP_M, width + 6.0, 0.0), (0, -(width + 12.0), 0)),
-    ]
-    for origin, along in boards:
-        tex = _board_texture(look, rng, float(np.linalg.norm(along)))
-        _plane_warp(frame, camera, tex[::-1].copy(), origin, along, (0, 0, 0.9))
-    _draw_goals(frame, camera, look)
-    return frame
+    return Stadium(look, rng, camera.position_m).draw(camera, exact=True)
 
 
 @dataclass(frozen=True)
