@@ -177,7 +177,15 @@ def test_each_materialization_carries_ui_metadata(local_env):
         "CUDAExecutionProvider",
     }
     assert detections["frames_per_s"].value > 0
-    preview = materialization(result, "match_temperature_map")["temperature_map"].value
+    maps = materialization(result, "match_temperature_map")
+    # What report.json warns about (this stand-in model also finds pitch lines) is shown where
+    # the analyst looks first, with the team split's reliability and the officials' count.
+    report = maps["report"].value
+    assert maps["warning_count"].value == len(report["warnings"])
+    assert all(w in maps["warnings"].value for w in report["warnings"])
+    assert maps["teams_reliable"].value == report["teams"]["split_reliable"]
+    assert maps["officials_per_frame_mean"].value == report["officials"]["per_frame_mean"]
+    preview = maps["temperature_map"].value
     match = re.fullmatch(
         r"!\[temperature map\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", preview
     )
