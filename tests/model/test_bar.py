@@ -55,6 +55,10 @@ def test_the_shipped_card_records_its_verdict() -> None:
     card = json.loads(BUILTIN_MODEL.with_suffix(".json").read_text())
     verdict = judge_bar(card["robustness"])
     assert set(verdict) == {"tactical", "broadcast", "behind_goal", "corner"}
-    # What docs/model.md says: the end-on view misses the bar on mean recall.
-    assert not verdict["behind_goal"]["passes"]
+    # What docs/model.md says: the end-on view misses the bar on mean recall, the tactical view
+    # on one look's map; the limit look (9501) is left out of the tactical view only.
+    assert verdict["behind_goal"]["failures"] == ["mean recall 0.8985 < 0.9"]
+    assert verdict["tactical"]["failures"] == ["map correlation 0.9463 < 0.95"]
+    assert verdict["tactical"]["documented_limit_looks"] == [9501]
+    assert card["robustness"]["bar"] == verdict
     assert verdict["broadcast"]["passes"] and verdict["corner"]["passes"]
