@@ -9,7 +9,7 @@ CONSTRAINTS := constraints.txt
 export DAGSTER_HOME := $(CURDIR)/var/dagster
 INSTANCE := $(DAGSTER_HOME)/dagster.yaml
 
-.PHONY: install lock demo dev check-defs test lint format profile-check clean train-model
+.PHONY: install lock demo dev check-defs test lint format profile-check clean train-model image bootstrap
 
 install: $(STAMP)
 
@@ -103,6 +103,26 @@ train-model: $(STAMP)
 	$(PY) -m training.evaluate --sweep --write
 	$(PY) -m training.evaluate --write
 	$(PY) -m training.evaluate --looks --write
+
+# The code-location/worker image (deploy/worker.Dockerfile), tagged with the image the profile
+# names (IMAGE_PROFILE, staging by default): an immutable tag, refused by the profile if it is
+# :latest or missing. Needs a Docker engine; pushing is `docker push <that tag>` after
+# `aws ecr get-login-password | docker login` (docs/deploy.md).
+IMAGE_PROFILE ?= staging
+image:
+	@command -v docker >/dev/null 2>&1 || { echo "error: make image needs Docker: no docker command on PATH here; build where a Docker engine runs (docs/deploy.md)" >&2; exit 2; }
+	@docker info >/dev/null 2>&1 || { echo "error: make image needs a running Docker engine: 'docker info' gets no answer here (start Docker or set DOCKER_HOST)" >&2; exit 2; }
+	@GPU_ANALYSIS_PROFILE=$(IMAGE_PROFILE) $(PYTHON) -m gpu_analysis.profile >/dev/null || exit 2
+	@tag=$$(GPU_ANALYSIS_PROFILE=$(IMAGE_PROFILE) $(PYTHON) -c 'from gpu_analysis.profile import load_profile; print(load_profile().image)') || exit 2; \
+	  echo "building $$tag"; \
+	  docker build -f deploy/worker.Dockerfile -t "$$tag" . && echo "built $$tag; push it with: docker push $$tag"
+
+# The first apply and the teardown through the private EKS endpoint: an SSM port-forward via the
+# tunnel instance, a kubeconfig on 127.0.0.1 (var/bootstrap/), then infra_apply / infra_teardown.
+# BOOTSTRAP=apply | teardown | tunnel (hold the tunnel for kubectl); BOOTSTRAP_ARGS=--dry-run.
+BOOTSTRAP ?= apply
+bootstrap: $(STAMP) $(INSTANCE)
+	@GPU_ANALYSIS_PROFILE=$${GPU_ANALYSIS_PROFILE:-staging} $(PY) -m gpu_analysis.deploy.bootstrap $(BOOTSTRAP) $(BOOTSTRAP_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

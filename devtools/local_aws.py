@@ -12,13 +12,16 @@ moto is also kinder than AWS, so this module puts back the unpleasant parts a fi
 real account meets (each with the upstream page or issue it follows, at the code):
 - faults: a create that succeeds server-side but answers 500, and throttling (`LocalAws.inject`,
   or POST /_gpu_analysis/faults for the `make dev` server);
-- IAM eventual consistency: EKS refuses a role or principal created moments ago;
+- IAM eventual consistency: EKS refuses a role or principal created moments ago, EC2 an
+  instance profile;
 - time: EKS clusters and node groups are CREATING, then ACTIVE, DELETING before gone; a node
   group whose nodes find no network plugin (CNI) fails with NodeCreationFailure; a version
   update keeps a node group UPDATING;
 - dependencies: EC2 refuses to delete a security group another group's rule names, or one an
   EKS cluster still wears; EKS leaves its cluster security group behind when it cannot;
-- idempotency tokens: EC2 `ClientToken` and EKS `clientRequestToken` replay the first answer.
+- idempotency tokens: EC2 `ClientToken` and EKS `clientRequestToken` replay the first answer;
+- RDS: DB instances are `creating` before `available` and `deleting` before gone, and keep
+  their subnet group and security group in use meanwhile; faults reach RDS and ECR too.
 Timings are set with `LocalAws.configure` (or POST /_gpu_analysis/configure).
 Needs the `dev` extra (moto[server]); nothing here runs against real AWS.
 """
@@ -57,8 +60,10 @@ def install_extensions() -> None:
     _install_placement_groups()
     _install_nat_gateway_release()
     _install_security_group_dependencies()
+    _install_instance_profile_propagation()
     _install_eks()
     _install_eks_lifecycle()
+    _install_rds_lifecycle()
     _install_http_layer()
     _INSTALLED = True
 
@@ -89,6 +94,9 @@ class Timings:
     cluster_transition_s: float = 1.0
     nodegroup_transition_s: float = 1.0
     nodes_join_timeout_s: float = 3.0
+    # RDS DB instances: creating -> available, deleting -> gone (minutes on AWS; see
+    # _install_rds_lifecycle).
+    db_instance_transition_s: float = 1.0
 
 
 FAULTS = ("ambiguous", "throttle")
@@ -214,6 +222,40 @@ ROLE_NOT_ASSUMABLE = (
 )
 POD_IDENTITY_ROLE_MISSING = "Role provided in the request does not exist"
 ACCESS_ENTRY_PRINCIPAL_INVALID = "The specified principalArn is invalid: invalid principal."
+
+
+def _install_instance_profile_propagation() -> None:
+    """RunInstances refuses an instance profile IAM has not propagated to EC2 yet.
+
+    The same eventual consistency as above ("Changes that I make are not always immediately
+    visible"): for some seconds after CreateInstanceProfile, RunInstances answers 400
+    InvalidParameterValue "Value (<name>) for parameter iamInstanceProfile.name is invalid.
+    Invalid IAM Instance Profile name" (aws/aws-sdk-js-v3 #5253: RunInstances right after
+    creating the profile; hashicorp/terraform-provider-aws #27516). moto accepts it at once.
+    """
+    from moto.core.utils import utcnow
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses import EC2Response
+    from moto.iam.models import iam_backends
+    from moto.utilities.utils import get_partition
+
+    original = EC2Response.run_instances
+
+    def run_instances(self: Any) -> Any:
+        name = self._get_param("IamInstanceProfile.Name")
+        if name:
+            backend = iam_backends[self.current_account][get_partition(self.region)]
+            profile = backend.instance_profiles.get(name)
+            age_s = (utcnow() - profile.create_date).total_seconds() if profile else None
+            if age_s is not None and age_s < _CONTROL.timings.iam_propagation_s:
+                raise EC2ClientError(
+                    "InvalidParameterValue",
+                    f"Value ({name}) for parameter iamInstanceProfile.name is invalid. Invalid "
+                    "IAM Instance Profile name",
+                )
+        return original(self)
+
+    EC2Response.run_instances = run_instances
 
 
 # --- EC2 placement groups -------------------------------------------------------------------
@@ -1106,6 +1148,124 @@ def _on_cluster_deleted(backend: Any, name: str) -> None:
         del pod_identity[key]
 
 
+# --- RDS status over time -----------------------------------------------------------------------
+
+
+def _install_rds_lifecycle() -> None:
+    """DB instances take time, and what they use stays in use until they are gone.
+
+    RDS User Guide, "Viewing Amazon RDS DB instance status": a new instance is `creating` ("The
+    DB instance is being created. The DB instance is inaccessible while it is being created")
+    before `available`, and a deleted one is `deleting` until it is gone; both take minutes.
+    moto 5.2 makes an instance available at once and forgets it at DeleteDBInstance. Here each
+    takes `db_instance_transition_s`, computed from timestamps when read (no thread). Meanwhile:
+    - DeleteDBInstance of an instance being deleted answers InvalidDBInstanceState (RDS API
+      reference, DeleteDBInstance "Errors": "The DB instance isn't in a valid state");
+    - DeleteDBSubnetGroup answers InvalidDBSubnetGroupStateFault while an instance is in the
+      group (RDS API reference, DeleteDBSubnetGroup "Errors": "The DB subnet group cannot be
+      deleted because it's in use");
+    - EC2 refuses to delete a security group the instance's network interface still wears
+      (DependencyViolation, as for the EKS cluster security group above).
+    """
+    from moto.ec2.exceptions import DependencyViolationError
+    from moto.ec2.models import EC2Backend
+    from moto.rds.exceptions import RDSClientError
+    from moto.rds.models import DBInstance, RDSBackend, rds_backends
+
+    def status(self: Any) -> str:
+        if self.__dict__.get("_gpu_deleting_at") is not None:
+            return "deleting"
+        created = self.__dict__.get("_gpu_created_at", 0.0)
+        if time.monotonic() - created < _CONTROL.timings.db_instance_transition_s:
+            return "creating"
+        return self.__dict__.get("_gpu_status", "available")
+
+    def set_status(self: Any, value: str) -> None:
+        self.__dict__["_gpu_status"] = value
+
+    original_init = DBInstance.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        self.__dict__["_gpu_created_at"] = time.monotonic()
+        original_init(self, *args, **kwargs)
+
+    DBInstance.__init__ = __init__
+    DBInstance.status = property(status, set_status)
+
+    def purge(backend: Any) -> None:
+        # An instance whose deletion is over is gone for every later call.
+        for name, db in list(backend.databases.items()):
+            deleting = db.__dict__.get("_gpu_deleting_at")
+            if (
+                deleting is not None
+                and time.monotonic() - deleting >= _CONTROL.timings.db_instance_transition_s
+            ):
+                del backend.databases[name]
+
+    def wrap(method: str, before: Callable[..., None] | None = None) -> None:
+        original = getattr(RDSBackend, method)
+
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            purge(self)
+            if before is not None:
+                before(self, *args, **kwargs)
+            return original(self, *args, **kwargs)
+
+        setattr(RDSBackend, method, call)
+
+    for method in ("describe_db_instances", "create_db_instance", "modify_db_instance"):
+        wrap(method)
+
+    def subnet_group_free(self: Any, subnet_name: str) -> None:
+        users = [
+            db.db_instance_identifier
+            for db in self.databases.values()
+            # moto keeps the name behind a write-only property; the group object is readable.
+            if getattr(getattr(db, "db_subnet_group", None), "name", None) == subnet_name
+        ]
+        if users:
+            raise RDSClientError(
+                "InvalidDBSubnetGroupStateFault",
+                f"Cannot delete the subnet group '{subnet_name}' because at least one database "
+                f"instance: {users[0]} is still using it.",
+            )
+
+    wrap("delete_subnet_group", subnet_group_free)
+
+    original_delete = RDSBackend.delete_db_instance
+
+    def delete_db_instance(self: Any, db_instance_identifier: str, *args: Any, **kwargs: Any):
+        purge(self)
+        db = self.databases.get(db_instance_identifier)
+        if db is not None and db.__dict__.get("_gpu_deleting_at") is not None:
+            raise RDSClientError(
+                "InvalidDBInstanceState",
+                f"Instance {db_instance_identifier} is already being deleted.",
+            )
+        # moto takes the final snapshot and deletes the managed secret, then forgets the
+        # instance: keep it listed, `deleting`, for the transition time.
+        deleted = original_delete(self, db_instance_identifier, *args, **kwargs)
+        deleted.__dict__["_gpu_deleting_at"] = time.monotonic()
+        self.databases[db_instance_identifier] = deleted
+        return deleted
+
+    RDSBackend.delete_db_instance = delete_db_instance
+
+    original_delete_group = EC2Backend.delete_security_group
+
+    def delete_security_group(
+        self: Any, name: str | None = None, group_id: str | None = None
+    ) -> None:
+        if group_id:
+            rds = rds_backends[self.account_id][self.region_name]
+            purge(rds)
+            if any(group_id in db.vpc_security_group_ids for db in rds.databases.values()):
+                raise DependencyViolationError(f"resource {group_id} has a dependent object")
+        return original_delete_group(self, name=name, group_id=group_id)
+
+    EC2Backend.delete_security_group = delete_security_group
+
+
 # --- The HTTP layer: faults, idempotency tokens, the control endpoint ---------------------------
 
 # EKS is REST: the operation is the method and the path (EKS API reference, each action's
@@ -1176,7 +1336,7 @@ def _read_call(environ: dict[str, Any]) -> _Call | None:
     if not match:
         return None
     access_key, region, service = match.groups()
-    if service not in ("ec2", "iam", "eks"):
+    if service not in ("ec2", "iam", "eks", "rds", "ecr", "secretsmanager"):
         return None  # leave other bodies (S3 uploads) unread
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -1186,7 +1346,14 @@ def _read_call(environ: dict[str, Any]) -> _Call | None:
     environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again
     method = environ.get("REQUEST_METHOD", "GET")
     path = urllib.parse.unquote(environ.get("PATH_INFO", ""))
-    if service in ("ec2", "iam"):
+    if service in ("ecr", "secretsmanager"):
+        # JSON 1.1 protocol: the operation is named by X-Amz-Target ("<service prefix>.<Action>").
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if "." not in target:
+            return None
+        action = target.rsplit(".", 1)[1]
+        return _Call(service, region, access_key, action, None, body.decode("utf-8", "replace"))
+    if service in ("ec2", "iam", "rds"):
         params = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace")))
         params.update(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
         action = params.get("Action")
@@ -1223,6 +1390,14 @@ def _error(call: _Call, status: int, code: str, message: str) -> tuple[int, list
             ("x-amzn-RequestId", request_id),
         ]
         return status, headers, body
+    if call.service in ("ecr", "secretsmanager"):
+        # JSON 1.1: the code in the body's __type (botocore's json error parser).
+        body = json.dumps({"__type": code, "message": message}).encode()
+        headers = [
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("x-amzn-RequestId", request_id),
+        ]
+        return status, headers, body
     if call.service == "ec2":
         # EC2 query errors: <Response><Errors><Error> (EC2 API reference, "Error codes").
         body = (
@@ -1231,7 +1406,7 @@ def _error(call: _Call, status: int, code: str, message: str) -> tuple[int, list
             f"<RequestID>{request_id}</RequestID></Response>"
         ).encode()
         return status, [("Content-Type", "text/xml;charset=UTF-8")], body
-    # IAM (and other query services): <ErrorResponse><Error><Type> (IAM API reference, "Common
+    # IAM, RDS (query services): <ErrorResponse><Error><Type> (IAM API reference, "Common
     # Errors"); Type says whose fault it is.
     kind = "Receiver" if status >= 500 else "Sender"
     body = (
@@ -1257,6 +1432,19 @@ def _ambiguous(call: _Call) -> tuple[int, list, bytes]:
         return _error(
             call, 500, "InternalError", "An internal error has occurred. Retry your request."
         )
+    if call.service == "ecr":
+        # ECR API reference, "ServerException": "These errors are usually caused by a
+        # server-side issue" (HTTP 500).
+        return _error(call, 500, "ServerException", "Internal service error.")
+    if call.service in ("rds", "secretsmanager"):
+        # RDS API reference and Secrets Manager API reference, "Common Errors": InternalFailure,
+        # HTTP 500, "The request processing has failed because of an unknown error".
+        return _error(
+            call,
+            500,
+            "InternalFailure",
+            "The request processing has failed because of an unknown error, exception or failure.",
+        )
     return _error(
         call,
         500,
@@ -1278,6 +1466,10 @@ def _throttled(call: _Call) -> tuple[int, list, bytes]:
         return _error(call, 429, "ThrottlingException", "Rate exceeded")
     if call.service == "ec2":
         return _error(call, 503, "RequestLimitExceeded", "Request limit exceeded.")
+    if call.service in ("ecr", "secretsmanager"):
+        # "Common Errors" of both APIs: ThrottlingException, HTTP 400.
+        return _error(call, 400, "ThrottlingException", "Rate exceeded")
+    # IAM and RDS: Throttling, HTTP 400 (RDS API reference, "Common Errors").
     return _error(call, 400, "Throttling", "Rate exceeded")
 
 

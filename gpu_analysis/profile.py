@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,44 @@ ENV_PREFIX = "GPU_ANALYSIS_"
 Storage = Literal["local", "s3"]
 Execution = Literal["subprocess", "k8s"]
 Device = Literal["auto", "cpu", "cuda"]
+
+
+# An image reference is pinned when it names a digest, or a tag other than `latest` (the tag every
+# push moves, and the one a reference without a tag means). The ECR repository refuses to
+# overwrite a tag (imageTagMutability IMMUTABLE), so a pinned tag always names the same image.
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # the OCI distribution spec's tag rule
+
+
+def split_image(image: str) -> tuple[str, str]:
+    """`repository:tag` or `repository@sha256:...` -> (repository, tag or digest); a reference
+    without either gives an empty second part. A registry port (`host:5000/name`) is no tag."""
+    if "@" in image:
+        repository, _, digest = image.partition("@")
+        return repository, digest
+    name_start = image.rfind("/") + 1
+    colon = image.rfind(":")
+    if colon < name_start:
+        return image, ""
+    return image[:colon], image[colon + 1 :]
+
+
+def image_pin_problem(image: str) -> str | None:
+    """Why this image reference does not name one immutable image, or None when it does."""
+    repository, ref = split_image(image)
+    if not repository:
+        return f"{image!r} names no repository"
+    if "@" in image:
+        if not _DIGEST.match(ref):
+            return f"{image!r}: a digest must be sha256: and 64 hex digits"
+        return None
+    if not ref:
+        return f"{image!r} has no tag, which means :latest; name an immutable tag or a digest"
+    if not _TAG.match(ref):
+        return f"{image!r}: {ref!r} is not a valid tag"
+    if ref == "latest":
+        return f"{image!r}: :latest moves with every push; name an immutable tag or a digest"
+    return None
 
 
 class ProfileError(UserError, ValueError):
@@ -161,6 +200,8 @@ def _validate(p: Profile) -> None:
         fail("bucket", "storage is 's3' but no bucket is set")
     if p.execution == "k8s" and not p.image:
         fail("image", "execution is 'k8s' but no container image is set")
+    if p.image and (problem := image_pin_problem(p.image)):
+        fail("image", problem)
 
 
 if __name__ == "__main__":

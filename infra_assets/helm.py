@@ -142,6 +142,10 @@ def kubeconfig_for(api_client: kubernetes.client.ApiClient) -> dict[str, Any]:
         cluster["certificate-authority"] = config.ssl_ca_cert
     if not config.verify_ssl:
         cluster["insecure-skip-tls-verify"] = True
+    if getattr(config, "tls_server_name", None):
+        # Through a tunnel (gpu_analysis.deploy.bootstrap) the server is 127.0.0.1 and the
+        # certificate names the endpoint: helm must check it against that name too.
+        cluster["tls-server-name"] = config.tls_server_name
     user: dict[str, Any] = {}
     token = (config.api_key or {}).get("authorization") or (config.api_key or {}).get("BearerToken")
     if token:

@@ -49,6 +49,11 @@ ALREADY_EXISTS_CODES = frozenset(
         "Resource.AlreadyAssociated",
         "QueueAlreadyExists",
         "BucketAlreadyOwnedByYou",
+        # RDS API reference, CreateDBInstance / CreateDBSubnetGroup, "Errors".
+        "DBInstanceAlreadyExists",
+        "DBSubnetGroupAlreadyExists",
+        # ECR API reference, CreateRepository, "Errors".
+        "RepositoryAlreadyExistsException",
     }
 )
 

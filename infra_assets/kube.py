@@ -41,6 +41,23 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
         "ciliumclusterwidenetworkpolicies",
         False,
     ),
+    # What gpu-dagster applies besides its Helm release (infra_assets.dagster_manifests).
+    "ServiceAccount": ("", "v1", "serviceaccounts", True),
+    "Role": ("rbac.authorization.k8s.io", "v1", "roles", True),
+    "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings", True),
+    "ValidatingAdmissionPolicy": (
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+        False,
+    ),
+    "ValidatingAdmissionPolicyBinding": (
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+        False,
+    ),
+    "CiliumNetworkPolicy": ("cilium.io", "v2", "ciliumnetworkpolicies", True),
 }
 
 

@@ -264,26 +264,24 @@ def network_policies(spec: ClusterSpec, unit: str) -> list[dict[str, Any]]:
             spec,
             unit,
             "allow-kube-apiserver",
-            "Let pods reach the Kubernetes API (Dagster run workers launch step pods).",
-            {"endpointSelector": governed, "egress": [{"toEntities": ["kube-apiserver"]}]},
+            "Let pods outside the workload namespaces reach the Kubernetes API; in those, "
+            "gpu-dagster's policies let the Dagster components and run pods reach it.",
+            {
+                "endpointSelector": _and(
+                    governed,
+                    {
+                        "key": "k8s:io.kubernetes.pod.namespace",
+                        "operator": "NotIn",
+                        "values": [*cilium.workload_namespaces],
+                    },
+                ),
+                "egress": [{"toEntities": ["kube-apiserver"]}],
+            },
         ),
     ]
     agent_port = {"port": str(cilium.pod_identity_agent_port), "protocol": "TCP"}
     for namespace in cilium.workload_namespaces:
         in_namespace = {"matchLabels": {"k8s:io.kubernetes.pod.namespace": namespace}}
-        policies.append(
-            _policy(
-                spec,
-                unit,
-                f"allow-intra-namespace-{namespace}",
-                f"Pods in {namespace} may talk to each other, and nothing else may reach them.",
-                {
-                    "endpointSelector": in_namespace,
-                    "ingress": [{"fromEndpoints": [in_namespace]}],
-                    "egress": [{"toEndpoints": [in_namespace]}],
-                },
-            )
-        )
         policies.append(
             _policy(
                 spec,

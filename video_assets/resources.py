@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -13,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 from dagster import AssetExecutionContext
@@ -22,6 +24,7 @@ from dagster._core.errors import DagsterPipesExecutionError  # not exported by `
 from dagster_aws.s3 import S3Resource
 
 from gpu_analysis.engine import storage
+from gpu_analysis.engine.errors import s3_error_code
 from gpu_analysis.engine.records import (
     InferParams,
     PreprocessParams,
@@ -36,6 +39,7 @@ from gpu_analysis.workers.reporting import ERROR_FILE_ENV, OWNER_GONE_EXIT, OWNE
 from video_assets.layout import MatchLayout
 from video_assets.pod_specs import STEPS, Step, StepPod, step_pod
 
+T = TypeVar("T")
 TERMINATION_ERROR = re.compile(r'failed with message: "(error: [^"\n]*)\n?"')
 
 # Step timeouts: a fixed start allowance plus seconds per second of video.
@@ -75,6 +79,30 @@ def _seconds(value: float) -> str:
     return f"{round(value, 1):g}"
 
 
+@contextlib.contextmanager
+def _missing_bucket_fails(root_uri: str) -> Iterator[None]:
+    """A bucket that does not exist is a configuration error: the same on every retry."""
+    try:
+        yield
+    except Exception as exc:
+        if s3_error_code(exc) != "NoSuchBucket":
+            raise  # throttling, outages: the retry policies' case
+        bucket = exc.response.get("Error", {}).get("BucketName") or root_uri  # type: ignore[attr-defined]
+        raise _config_failure(
+            f"error: the bucket {bucket} does not exist (NoSuchBucket): create it (apply the "
+            "gpu-dagster-aws unit) or set GPU_ANALYSIS_BUCKET to the match bucket"
+        ) from None
+
+
+def _bucket_must_exist(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def checked(self: MatchStorage, *args: Any, **kwargs: Any) -> T:
+        with _missing_bucket_fails(self.root_uri):
+            return method(self, *args, **kwargs)
+
+    return checked
+
+
 class MatchStorage(dg.ConfigurableResource):
     """Where a match's files live: `incoming/`, `work/<match_id>/`, `results/<match_id>/`.
 
@@ -103,25 +131,34 @@ class MatchStorage(dg.ConfigurableResource):
     def scratch(self, match_id: str, *names: str) -> Path:
         return Path(self.scratch_dir, match_id, *names)
 
+    @_bucket_must_exist
     def list(self, prefix_uri: str) -> list[storage.StoredObject]:
         return storage.list_objects(prefix_uri, client=self.client())
 
     def list_incoming(self) -> list[storage.StoredObject]:
         return self.list(self.layout.incoming_uri)
 
-    def local_copy(self, uri: str) -> contextlib.AbstractContextManager[Path]:
+    @contextlib.contextmanager
+    def local_copy(self, uri: str) -> Iterator[Path]:
         """`uri` as a local file inside the block (a temporary copy of an S3 object)."""
-        return storage.local_copy(uri, client=self.client())
+        with contextlib.ExitStack() as stack:
+            with _missing_bucket_fails(self.root_uri):
+                path = stack.enter_context(storage.local_copy(uri, client=self.client()))
+            yield path
 
+    @_bucket_must_exist
     def copy(self, source_uri: str, target_uri: str) -> None:
         storage.copy_file(source_uri, target_uri, client=self.client())
 
+    @_bucket_must_exist
     def put_file(self, local_path: Path, uri: str) -> None:
         storage.put_file(local_path, uri, client=self.client())
 
+    @_bucket_must_exist
     def put_bytes(self, payload: bytes, uri: str) -> None:
         storage.write_bytes(uri, payload, client=self.client())
 
+    @_bucket_must_exist
     def read_json(self, uri: str) -> Any:
         return json.loads(storage.read_bytes(uri, client=self.client()))
 
@@ -133,12 +170,15 @@ class MatchStorage(dg.ConfigurableResource):
             value = as_plain(value)
         self.put_bytes(json.dumps(value, indent=2, sort_keys=True).encode(), uri)
 
+    @_bucket_must_exist
     def remove(self, prefix_uri: str) -> None:
         storage.remove_prefix(prefix_uri, client=self.client())
 
+    @_bucket_must_exist
     def remove_file(self, uri: str) -> None:
         storage.remove_file(uri, client=self.client())
 
+    @_bucket_must_exist
     def replace(self, source_uri: str, target_uri: str) -> None:
         storage.replace_prefix(source_uri, target_uri, client=self.client())
 
@@ -256,6 +296,8 @@ class GpuWorkers:
     ) -> dg.PipesClientCompletedInvocation:
         from dagster_k8s import PipesK8sClient
         from dagster_k8s.client import DagsterK8sError
+        from kubernetes.client import ApiException
+        from kubernetes.config import ConfigException
 
         pod = self.pods[step]
         spec = dict(pod.spec)
@@ -282,6 +324,14 @@ class GpuWorkers:
                 base_pod_spec=spec,
                 **limits,
             )
+        except ConfigException as exc:
+            # No kubeconfig, or not in a pod: the same on every retry.
+            raise _config_failure(kube_config_line(exc)) from None
+        except ApiException as exc:
+            line = api_refusal_line(exc, step, self.namespace)
+            if line is None:
+                raise  # 429, 5xx, a timeout: the retry policy's case
+            raise _config_failure(line) from None
         except DagsterK8sError as exc:
             if timeout_s is not None and time.monotonic() - started_s >= timeout_s:
                 raise _overrun(step, timeout_s, video_duration_s) from None
@@ -289,7 +339,81 @@ class GpuWorkers:
             found = TERMINATION_ERROR.search(str(exc))
             if found:
                 raise dg.Failure(description=found.group(1), allow_retries=False) from None
+            reason = image_pull_reason(str(exc))
+            if reason is not None:
+                raise _config_failure(image_line(step, self.image, reason)) from None
+            # Evicted, node gone (the pod "was unexpectedly killed"), a crash: retried.
             raise
+
+
+# Waiting reasons of a container whose image cannot be had (Kubernetes docs, Images, "Image pull
+# backoff"; kubelet's images.ErrImagePull, ErrImagePullBackOff, ErrInvalidImageName): a wrong tag,
+# a missing repository or no pull permission is the same on every retry. dagster_k8s raises
+# 'Failed: Reason="ErrImagePull"' for the first two and 'Unknown issue: {...InvalidImageName...}'
+# for the last (dagster_k8s/client.py, wait_for_pod).
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
+WAITING_REASON = re.compile(r"(?:Reason=\"|'reason': ')(\w+)")
+
+
+def image_pull_reason(k8s_error: str) -> str | None:
+    """The image pull failure a dagster_k8s error reports, if that is what it reports."""
+    for found in WAITING_REASON.finditer(k8s_error):
+        if found.group(1) in IMAGE_PULL_REASONS:
+            return found.group(1)
+    return None
+
+
+def image_line(step: str, image: str, reason: str) -> str:
+    return (
+        f"error: the {step} pod cannot pull its image {image} ({reason}): push that tag to the "
+        "repository or set GPU_ANALYSIS_IMAGE to one that exists"
+    )
+
+
+def kube_config_line(exc: Exception) -> str:
+    detail = str(exc).strip().rstrip(".")
+    return (
+        f"error: no Kubernetes configuration ({detail}): run inside the cluster, or point "
+        "KUBECONFIG at the cluster's kubeconfig (aws eks update-kubeconfig)"
+    )
+
+
+def api_refusal_line(exc: Any, step: str, namespace: str) -> str | None:
+    """One line for an API answer a retry cannot change; None for the transient ones."""
+    status = getattr(exc, "status", None)
+    if status == 401:
+        return (
+            f"error: the Kubernetes API rejected our credentials for the {step} pod (401 "
+            "Unauthorized): refresh the kubeconfig or the service account token"
+        )
+    if status == 403:
+        return (
+            f"error: the Kubernetes API refused the {step} pod in namespace {namespace} (403 "
+            "Forbidden): bind the step-launcher Role to the run's service account (apply the "
+            "gpu-dagster unit)"
+        )
+    # Only a missing namespace: a 404 for the pod itself (deleted with its node, then deleted
+    # again by PipesK8sClient's `finally`) is the infrastructure's doing. The API server's Status
+    # says which: message 'namespaces "<name>" not found'.
+    if status == 404 and 'namespaces "' in _status_message(exc):
+        return (
+            f"error: the Kubernetes API has no namespace {namespace} for the {step} pod (404): "
+            "apply the gpu-dagster unit or set GPU_ANALYSIS_NAMESPACE"
+        )
+    return None
+
+
+def _status_message(exc: Any) -> str:
+    try:
+        return str(json.loads(getattr(exc, "body", None) or "{}").get("message", ""))
+    except ValueError:
+        return ""
+
+
+def _config_failure(line: str) -> dg.Failure:
+    # A configuration error: no retry of the step (allow_retries=False) and, being a step
+    # failure, none of the run either (run_retries.retry_on_asset_or_op_failure is false).
+    return dg.Failure(description=line, allow_retries=False)
 
 
 def _overrun(step: str, timeout_s: float, video_duration_s: float | None) -> dg.Failure:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from infra_assets.spec.aws import (
+    DagsterAwsSpec,
     EksSpec,
     KarpenterIamSpec,
     PlacementGroupSpec,
@@ -38,6 +39,7 @@ class ClusterSpec:
     eks: EksSpec = dataclasses.field(default_factory=EksSpec)
     karpenter_iam: KarpenterIamSpec = dataclasses.field(default_factory=KarpenterIamSpec)
     workload: WorkloadSpec = dataclasses.field(default_factory=WorkloadSpec)
+    dagster_aws: DagsterAwsSpec = dataclasses.field(default_factory=DagsterAwsSpec)
     cilium: CiliumSpec = dataclasses.field(default_factory=CiliumSpec)
     karpenter_controller: KarpenterControllerSpec = dataclasses.field(
         default_factory=KarpenterControllerSpec

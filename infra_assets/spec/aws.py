@@ -241,3 +241,64 @@ class WorkloadSpec:
                 raise ValueError(
                     f"WorkloadSpec.{name}: need at least 1 day, got {getattr(self, name)}"
                 )
+
+
+@dataclasses.dataclass(frozen=True)
+class DagsterAwsSpec:
+    """What Dagster on the cluster needs from AWS: its image repository, its Postgres, its identity.
+
+    The Postgres is an RDS instance in the VPC's reserved database subnets, reachable on 5432
+    from the nodes' security group only (in Cilium ENI mode pods use their node's groups); its
+    master password is generated and kept by RDS in Secrets Manager, never by us.
+    """
+
+    # Graviton burstable, 2 vCPU / 1 GiB: Dagster's run, event and schedule storage for a few
+    # matches a day. db.t4g.small (2 GiB) when the event log grows.
+    instance_class: str = "db.t4g.micro"
+    allocated_storage_gib: int = 20  # the gp3 minimum for RDS PostgreSQL
+    storage_type: Literal["gp3", "gp2"] = "gp3"
+    # Pinned: RDS upgrades minor versions in the maintenance window only when asked
+    # (auto_minor_version_upgrade below); a bump here is a plan line, applied in place.
+    engine_version: str = "16.4"
+    auto_minor_version_upgrade: bool = False
+    db_name: str = "dagster"
+    master_username: str = "dagster"
+    # Automated backups (point-in-time recovery) this many days; 0 would switch them off.
+    backup_retention_days: int = 7
+    # Staging: one zone. A Multi-AZ standby doubles the instance and storage price.
+    multi_az: bool = False
+    # On: teardown keeps the instance (and its subnet group and security group) and says how to
+    # switch it off. Off in staging, so that teardown removes what apply made.
+    deletion_protection: bool = False
+    # Teardown takes a final snapshot "<instance>-final-<UTC time>" first (the run history can be
+    # restored from it; it bills per GB-month until deleted by hand).
+    final_snapshot: bool = True
+    # The ECR repository of the code-location/worker image (the profile's `image` names it).
+    ecr_repository: str = "gpu-analysis"
+    # Untagged images (superseded builds, failed pushes) expire after this many days; tagged
+    # images are immutable and kept.
+    untagged_image_expiry_days: int = 7
+    # Where the Dagster pods run; empty: the cluster's workload namespace (the profile's
+    # `namespace`, infra_assets.spec.kubernetes.CiliumSpec.workload_namespaces[0]).
+    namespace: str = ""
+    # The service account the Dagster chart's webserver, daemon and user-code pods run as.
+    service_account: str = "dagster"
+    # Role name: prefix + cluster name, as the worker and Karpenter roles.
+    role_prefix: str = "GpuAnalysisDagster"
+
+    def __post_init__(self) -> None:
+        if self.allocated_storage_gib < 20:
+            raise ValueError(
+                "DagsterAwsSpec.allocated_storage_gib: RDS PostgreSQL on gp3 needs at least "
+                f"20 GiB, got {self.allocated_storage_gib}"
+            )
+        if not 0 <= self.backup_retention_days <= 35:
+            raise ValueError(
+                "DagsterAwsSpec.backup_retention_days: RDS takes 0 to 35 days, got "
+                f"{self.backup_retention_days}"
+            )
+        if self.untagged_image_expiry_days < 1:
+            raise ValueError(
+                "DagsterAwsSpec.untagged_image_expiry_days: need at least 1 day, got "
+                f"{self.untagged_image_expiry_days}"
+            )

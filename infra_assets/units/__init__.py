@@ -1,10 +1,12 @@
-"""The seven deployment units of seed 000 plus the workload's AWS side, in stack order, and who
-depends on whom."""
+"""The seven deployment units of seed 000, then the workload's AWS side and Dagster on the
+cluster (its AWS side, its release), in stack order, and who depends on whom."""
 
 from __future__ import annotations
 
 from infra_assets.unit import DeploymentUnit
 from infra_assets.units.cilium import CiliumUnit
+from infra_assets.units.dagster_aws import DagsterAwsUnit
+from infra_assets.units.dagster_release import DagsterReleaseUnit
 from infra_assets.units.eks import EksUnit
 from infra_assets.units.karpenter_controller import KarpenterControllerUnit
 from infra_assets.units.karpenter_iam import KarpenterIamUnit
@@ -23,6 +25,8 @@ UNITS: tuple[type[DeploymentUnit], ...] = (
     WorkloadAwsUnit,
     KarpenterControllerUnit,
     NodePoolsUnit,
+    DagsterAwsUnit,
+    DagsterReleaseUnit,
 )
 
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
@@ -36,6 +40,10 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "gpu-workload-aws": ("gpu-eks",),
     "gpu-karpenter-controller": ("gpu-karpenter-iam",),
     "gpu-karpenter-nodepools": ("gpu-karpenter-controller",),
+    # Dagster on the cluster: its AWS side (image repository, Postgres, identity), then the
+    # release itself, which needs the node pools its pods run on.
+    "gpu-dagster-aws": ("gpu-workload-aws",),
+    "gpu-dagster": ("gpu-dagster-aws", "gpu-karpenter-nodepools"),
 }
 
 # The units that talk to AWS only (the others need a Kubernetes cluster).
@@ -45,6 +53,7 @@ AWS_UNITS: tuple[type[DeploymentUnit], ...] = (
     EksUnit,
     KarpenterIamUnit,
     WorkloadAwsUnit,
+    DagsterAwsUnit,
 )
 
 TEARDOWN_ORDER: tuple[type[DeploymentUnit], ...] = tuple(reversed(UNITS))

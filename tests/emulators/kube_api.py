@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -47,6 +48,8 @@ KINDS = {
     "ec2nodeclasses": "EC2NodeClass",
     "ciliumclusterwidenetworkpolicies": "CiliumClusterwideNetworkPolicy",
     "ciliumnetworkpolicies": "CiliumNetworkPolicy",
+    "jobs": "Job",
+    "events": "Event",
 }
 
 Key = tuple[str, str, str, str, str]  # group, version, plural, namespace ("" if none), name
@@ -60,6 +63,10 @@ class KubeStore:
         self.objects: dict[Key, dict[str, Any]] = {}
         self.revision = 0
         self.requests: list[tuple[str, str]] = []  # (method, path) of every call, for asserts
+        # What the containers of each pod wrote (stdout and stderr, as the kubelet keeps them):
+        # (namespace, pod) -> [(RFC 3339 timestamp with nanoseconds, line)], written by the
+        # emulated kubelet (tests/emulators/kubelet.py), served by GET pods/{name}/log.
+        self.logs: dict[tuple[str, str], list[tuple[str, str]]] = {}
 
     def _bump(self, obj: dict[str, Any]) -> None:
         self.revision += 1
@@ -100,6 +107,10 @@ def _server_set(plural: str, obj: dict) -> dict:
         meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": meta["name"]}
         obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
         obj.setdefault("status", {}).setdefault("phase", "Active")
+    if plural == "pods":
+        # Kubernetes docs, Pod Lifecycle, "Pod phase": a pod the API server has accepted is
+        # Pending until a kubelet runs it; clients read status.phase right after the create.
+        obj.setdefault("status", {}).setdefault("phase", "Pending")
     return obj
 
 
@@ -162,9 +173,12 @@ class _Handler(BaseHTTPRequestHandler):
             rest = ["namespaces", rest[1]]
         plural = rest[0]
         name = rest[1] if len(rest) > 1 else None
-        if len(rest) > 2:
+        if len(rest) > 2 and (plural, rest[2]) not in SUBRESOURCES:
             raise _ApiError(404, f"subresource {rest[2]} is not emulated")
-        return group, version, plural, namespace, name, parse_qs(url.query)
+        query = parse_qs(url.query)
+        if len(rest) > 2:
+            query["_subresource"] = [rest[2]]
+        return group, version, plural, namespace, name, query
 
     def _body(self) -> dict:
         length = int(self.headers.get("Content-Length") or 0)
@@ -182,10 +196,73 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         self.store.requests.append((method, self.path))
         try:
-            code, obj = getattr(self, f"_{method.lower()}")(*self._route())
+            route = self._route()
+            if route[-1].get("_subresource") == ["log"] and method == "GET":
+                self._stream_log(route[3], route[4], route[-1])
+                return
+            code, obj = getattr(self, f"_{method.lower()}")(*route)
         except _ApiError as err:
             code, obj = err.code, err.status()
         self._send(code, obj)
+
+    def _stream_log(self, namespace: str, name: str, query: dict[str, list[str]]) -> None:
+        """GET pods/{name}/log (Kubernetes API reference, Pod v1, "read log of the specified
+        Pod": follow, timestamps, sinceSeconds, tailLines). With follow the stream stays open
+        until the container has terminated (or the pod is gone), as `kubectl logs -f` does."""
+        pod = self.store.get("", "v1", "pods", namespace, name)
+        if pod is None:
+            raise _ApiError(404, f'pods "{name}" not found', "NotFound")
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        waiting = [s for s in statuses if "waiting" in (s.get("state") or {})]
+        if not statuses or waiting:
+            # The API server's answer for a container that has not started (PodInitializing,
+            # ContainerCreating, ErrImagePull): 400 BadRequest "is waiting to start".
+            reason = (
+                waiting[0]["state"]["waiting"].get("reason") if waiting else "ContainerCreating"
+            )
+            raise _ApiError(
+                400,
+                f'container in pod "{name}" is waiting to start: {reason}',
+                "BadRequest",
+            )
+        follow = query.get("follow", ["false"])[0].lower() in ("true", "1")  # Go ParseBool
+        timestamps = query.get("timestamps", ["false"])[0].lower() in ("true", "1")
+        since_s = float(query["sinceSeconds"][0]) if "sinceSeconds" in query else None
+        tail = int(query["tailLines"][0]) if "tailLines" in query else None
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()  # no Content-Length: the body ends when the connection closes
+        self.close_connection = True
+        sent = 0
+        first = True
+        while True:
+            with self.store.lock:
+                lines = list(self.store.logs.get((namespace, name), []))
+            if first:
+                if since_s is not None:
+                    cutoff = _now_ns() - int(since_s * 1e9)
+                    sent = next(
+                        (i for i, (ts, _) in enumerate(lines) if _ns(ts) >= cutoff), len(lines)
+                    )
+                if tail is not None:
+                    sent = max(sent, len(lines) - tail)
+                first = False
+            for stamp, line in lines[sent:]:
+                text = f"{stamp} {line}\n" if timestamps else f"{line}\n"
+                try:
+                    self.wfile.write(text.encode())
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+            sent = len(lines)
+            if not follow or _container_done(self.store, namespace, name):
+                with self.store.lock:
+                    rest = self.store.logs.get((namespace, name), [])[sent:]
+                for stamp, line in rest:
+                    text = f"{stamp} {line}\n" if timestamps else f"{line}\n"
+                    self.wfile.write(text.encode())
+                return
+            threading.Event().wait(0.05)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -217,12 +294,14 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _ApiError(404, f'{plural} "{name}" not found', "NotFound")
                 return 200, obj
             selector = query.get("labelSelector", [""])[0]
+            fields = query.get("fieldSelector", [""])[0]
             items = [
                 obj
                 for (g, v, p, ns, _), obj in sorted(self.store.objects.items())
                 if (g, v, p) == (group, version, plural)
                 and (not namespace or ns == namespace)
                 and _matches(obj.get("metadata", {}).get("labels") or {}, selector)
+                and _matches(_selectable_fields(obj), fields)
             ]
             kind = KINDS.get(plural, plural.capitalize())
             return 200, {
@@ -293,6 +372,44 @@ class _Handler(BaseHTTPRequestHandler):
             "status": "Success",
             "details": {"name": name, "kind": plural},
         }
+
+
+# Subresources served: a pod's log (streamed), a Job's or a pod's status (the object itself, as
+# read_namespaced_job_status reads it: Kubernetes API reference, Job v1, "read status").
+SUBRESOURCES = {("pods", "log"), ("pods", "status"), ("jobs", "status")}
+
+
+def _selectable_fields(obj: dict) -> dict[str, str]:
+    """The fields a fieldSelector may name (Kubernetes docs, Field Selectors: every resource
+    supports metadata.name and metadata.namespace; pods also status.phase)."""
+    meta = obj.get("metadata") or {}
+    fields = {
+        "metadata.name": meta.get("name", ""),
+        "metadata.namespace": meta.get("namespace", ""),
+    }
+    phase = (obj.get("status") or {}).get("phase")
+    if phase:
+        fields["status.phase"] = phase
+    return fields
+
+
+def _container_done(store: KubeStore, namespace: str, name: str) -> bool:
+    pod = store.get("", "v1", "pods", namespace, name)
+    if pod is None:
+        return True
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return all("terminated" in (s.get("state") or {}) for s in statuses)
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _ns(stamp: str) -> int:
+    """Nanoseconds since the epoch of a log timestamp like 2024-03-22T02:17:29.185548486Z."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return int(seconds) * 1_000_000_000 + int(fraction.ljust(9, "0")[:9] or 0)
 
 
 class _ApiError(Exception):

@@ -160,3 +160,31 @@ def control(endpoint: str, what: str, payload: dict) -> dict:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
+
+
+def test_a_new_instance_profile_is_refused_by_run_instances_until_iam_has_propagated_it(
+    aws, aws_server
+):
+    """devtools.local_aws: EC2 answers InvalidParameterValue for an instance profile made a
+    moment ago (aws/aws-sdk-js-v3 #5253), as it does for a role EKS has not seen yet."""
+    aws_server.configure(iam_propagation_s=1.0)
+    ec2, iam = aws.client("ec2"), aws.client("iam")
+    iam.create_instance_profile(InstanceProfileName="tunnel")
+
+    def launch() -> str:
+        return ec2.run_instances(
+            ImageId="ami-12c6146b",
+            InstanceType="t4g.nano",
+            MinCount=1,
+            MaxCount=1,
+            IamInstanceProfile={"Name": "tunnel"},
+        )["Instances"][0]["InstanceId"]
+
+    with pytest.raises(ClientError, match=r"iamInstanceProfile\.name is invalid") as refused:
+        launch()
+    assert refused.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert ec2.describe_instances()["Reservations"] == []  # refused: nothing launched
+    time.sleep(1.1)
+    instance_id = launch()
+    (instance,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"]
+    assert instance["IamInstanceProfile"]["Arn"].endswith("instance-profile/tunnel")

@@ -1,0 +1,1 @@
+"""Running Dagster on the cluster: chart values, instance config, bootstrap."""
