@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     # whose `func(args) -> int` runs it. Imports stay inside the functions they serve.
     register_analyze(sub)
     __import__("gpu_analysis.synthetic.cli", fromlist=["register"]).register(sub)
+    __import__("gpu_analysis.calibrate_cli", fromlist=["register"]).register(sub)
     __import__("gpu_analysis.deploy.cli", fromlist=["register"]).register(sub)
     return parser
 

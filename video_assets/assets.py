@@ -322,6 +322,14 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
         except UserError as exc:
             raise _user_failure(exc) from None
         preview = _inline_png(out_dir / "temperature_map.png")
+        # The calibration's pitch lines over the reference frame and every 5 minutes
+        # (engine.camera_tracking): a wrong calibration or a lost camera shows at a glance.
+        calibration_previews = {
+            f"calibration_preview{path.stem.removeprefix('calibration_preview')}": (
+                dg.MetadataValue.md(_inline_png(path, "calibration preview"))
+            )
+            for path in sorted(out_dir.glob("calibration_preview*.png"))
+        }
         maps_uri = files.work("maps")
         if stored.is_s3(maps_uri):
             storage.remove(maps_uri)
@@ -339,6 +347,7 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
         return dg.MaterializeResult(
             metadata={
                 "temperature_map": dg.MetadataValue.md(preview),
+                **calibration_previews,
                 "maps_uri": maps_uri,
                 **_report_metadata(report),
             }
@@ -416,8 +425,9 @@ def build_assets(profile: Profile) -> list[dg.AssetsDefinition]:
     return [match_video, match_frames, match_detections, match_temperature_map, match_delivery]
 
 
-def _inline_png(png: Path) -> str:
-    """The map as a small inline PNG in Markdown: the Dagster UI renders it in the asset page."""
+def _inline_png(png: Path, alt: str = "temperature map") -> str:
+    """A picture as a small inline PNG in Markdown: the Dagster UI renders it in the asset
+    page."""
     import cv2
 
     image = cv2.imread(str(png), cv2.IMREAD_COLOR)
@@ -432,7 +442,7 @@ def _inline_png(png: Path) -> str:
     if not ok:
         return f"(no preview: {png.name} could not be encoded)"
     payload = base64.b64encode(encoded.tobytes()).decode()
-    return f"![temperature map](data:image/png;base64,{payload})"
+    return f"![{alt}](data:image/png;base64,{payload})"
 
 
 def _report_metadata(report: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from gpu_analysis.engine import storage
 from gpu_analysis.engine.errors import UserError
+from gpu_analysis.engine.pitch_model import Distortion
 
 DEFAULT_PITCH_M = (105.0, 68.0)
 # IFAB Law 1 allows a pitch of at most 120 x 90 m; 10 m more each way leaves room for the run-off
@@ -47,18 +48,48 @@ class Calibration:
     image_size_px: tuple[int, int] | None = None
     # True when the file gave that size as "scale_from": the points follow any video's size.
     scales_to_video: bool = False
+    # The frame the points were read on ("reference_frame", a frame index, or
+    # "reference_time_s"): camera tracking starts from it. Neither given: the first frame.
+    reference_frame: int | None = None
+    reference_time_s: float | None = None
+    # Radial lens distortion ("distortion"); image points are as seen (distorted), and the
+    # homography maps undistorted pixels to the pitch.
+    distortion: Distortion | None = None
+
+    def undistort(self, points_px: np.ndarray) -> np.ndarray:
+        points_px = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
+        if self.distortion is None or self.distortion.is_identity:
+            return points_px
+        return self.distortion.undistort(points_px)
+
+    def reference_frame_index(self, fps: float) -> int:
+        """The reference frame's index in a video of `fps` frames per second."""
+        if self.reference_frame is not None:
+            return self.reference_frame
+        if self.reference_time_s is not None:
+            return round(self.reference_time_s * fps)
+        return 0
 
     @property
     def pitch_to_image(self) -> np.ndarray:
         return np.linalg.inv(self.image_to_pitch)
 
-    def project_to_pitch(self, points_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def project_to_pitch(
+        self, points_px: np.ndarray, image_to_pitch: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Pitch positions (metres) of image points, and which of them land on the pitch.
 
         Points beyond the horizon (behind the camera's ground plane) come out with the wrong
         sign of w and are marked off the pitch like points outside its lines.
+        `image_to_pitch` replaces the calibration's homography (a tracked frame's); its
+        ground side is the one of the frame's bottom centre, which a pitch view always shows.
         """
-        positions_m, in_front = _apply(self.image_to_pitch, points_px, self._w_sign)
+        h, w_sign = self.image_to_pitch, self._w_sign
+        if image_to_pitch is not None and not np.array_equal(image_to_pitch, h):
+            h = image_to_pitch
+            bottom = np.array([self.centre_x_px, self.bottom_y_px, 1.0])
+            w_sign = float(np.sign((h @ bottom)[2])) or 1.0
+        positions_m, in_front = _apply(h, self.undistort(points_px), w_sign)
         on_pitch = (
             in_front
             & (positions_m[:, 0] >= 0)
@@ -70,6 +101,8 @@ class Calibration:
 
     def project_to_image(self, positions_m: np.ndarray) -> np.ndarray:
         points_px, _ = _apply(self.pitch_to_image, positions_m, 0.0)
+        if self.distortion is not None and not self.distortion.is_identity:
+            points_px = self.distortion.distort(points_px)
         return points_px
 
     def px_per_m(self, points_px: np.ndarray) -> np.ndarray:
@@ -78,7 +111,7 @@ class Calibration:
         A player stands upright, so their height in pixels is about their height in metres
         times this ground scale measured sideways (parallel to the image rows).
         """
-        points_px = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
+        points_px = self.undistort(points_px)
         positions_m, _ = _apply(self.image_to_pitch, points_px, 0.0)
         shifted_m, _ = _apply(self.image_to_pitch, points_px + np.array([1.0, 0.0]), 0.0)
         metres_per_px = np.linalg.norm(shifted_m - positions_m, axis=1)
@@ -86,8 +119,21 @@ class Calibration:
             return np.where(metres_per_px > 0, 1.0 / metres_per_px, 0.0)
 
     @property
+    def centre_x_px(self) -> float:
+        if self.image_size_px is not None:
+            return self.image_size_px[0] / 2
+        return float(np.median(self.image_points_px[:, 0]))
+
+    @property
+    def bottom_y_px(self) -> float:
+        if self.image_size_px is not None:
+            return self.image_size_px[1] - 1.0
+        return float(self.image_points_px[:, 1].max())
+
+    @property
     def _w_sign(self) -> float:
-        homogeneous = np.c_[self.image_points_px, np.ones(len(self.image_points_px))]
+        ideal = self.undistort(self.image_points_px)
+        homogeneous = np.c_[ideal, np.ones(len(ideal))]
         return float(np.sign(np.median((homogeneous @ self.image_to_pitch.T)[:, 2])))
 
     def as_dict(self) -> dict:
@@ -99,6 +145,12 @@ class Calibration:
         if self.image_size_px is not None:
             key = SCALE_KEY if self.scales_to_video else SIZE_KEY
             out[key] = list(self.image_size_px)
+        if self.reference_frame is not None:
+            out["reference_frame"] = self.reference_frame
+        if self.reference_time_s is not None:
+            out["reference_time_s"] = self.reference_time_s
+        if self.distortion is not None:
+            out["distortion"] = self.distortion.as_dict()
         return out
 
     def for_video(self, width: int, height: int, label: str = "calibration") -> Calibration:
@@ -118,10 +170,17 @@ class Calibration:
                 f'view resized, rename "{SIZE_KEY}" to "{SCALE_KEY}" to scale the '
                 "image_points to the video's size"
             )
-        image_pts = self.image_points_px * np.array([width / made_w, height / made_h])
-        h = _homography(image_pts, self.pitch_points_m)
+        sx, sy = width / made_w, height / made_h
+        image_pts = self.image_points_px * np.array([sx, sy])
+        lens = None if self.distortion is None else self.distortion.scaled(sx, sy)
+        ideal = image_pts if lens is None else lens.undistort(image_pts)
+        h = _homography(ideal, self.pitch_points_m)
         return dataclasses.replace(
-            self, image_points_px=image_pts, image_to_pitch=h, image_size_px=(width, height)
+            self,
+            image_points_px=image_pts,
+            image_to_pitch=h,
+            image_size_px=(width, height),
+            distortion=lens,
         )
 
 
@@ -217,12 +276,20 @@ def calibration_from_dict(raw: object, label: str = "calibration") -> Calibratio
     for key, arr in (("image_points", image_pts), ("pitch_points", pitch_pts)):
         if _collinear(arr):
             raise fail(f"{key} are all collinear; the homography needs points spread over a plane")
-    h = _homography(image_pts, pitch_pts)
+    lens = _distortion(raw, fail)
+    ideal_pts = image_pts if lens is None else lens.undistort(image_pts)
+    if not np.isfinite(ideal_pts).all():
+        raise fail("the lens distortion does not invert at some image_points; check k1 and k2")
+    h = _homography(ideal_pts, pitch_pts)
     if not np.isfinite(h).all() or abs(np.linalg.det(h)) < 1e-15 or np.linalg.cond(h) > 1e12:
         raise fail("the points give a degenerate homography; check the point pairs")
-    cal = Calibration(length_m, width_m, image_pts, pitch_pts, h, *_frame_size(raw, fail))
+    reference_frame, reference_time_s = _reference(raw, fail)
+    cal = Calibration(
+        length_m, width_m, image_pts, pitch_pts, h, *_frame_size(raw, fail),
+        reference_frame=reference_frame, reference_time_s=reference_time_s, distortion=lens,
+    )  # fmt: skip
     # A consistent set reprojects onto itself; a wildly inconsistent one (swapped pairs) does not.
-    projected, _ = _apply(h, image_pts, 0.0)
+    projected, _ = _apply(h, ideal_pts, 0.0)
     error_m = float(np.max(np.linalg.norm(projected - pitch_pts, axis=1)))
     if not math.isfinite(error_m) or error_m > max(2.0, 0.05 * max(length_m, width_m)):
         raise fail(
@@ -230,6 +297,59 @@ def calibration_from_dict(raw: object, label: str = "calibration") -> Calibratio
             "check that image_points and pitch_points are in the same order"
         )
     return cal
+
+
+def _reference(raw: dict, fail) -> tuple[int | None, float | None]:
+    """The reference frame's index or time, if the file gives one (not both)."""
+    frame, time_s = raw.get("reference_frame"), raw.get("reference_time_s")
+    if frame is not None and time_s is not None:
+        raise fail('give "reference_frame" or "reference_time_s", not both')
+    if frame is not None:
+        if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+            raise fail(f'"reference_frame" must be a frame index (0 or more), got {frame!r}')
+        return frame, None
+    if time_s is not None:
+        if (
+            isinstance(time_s, bool)
+            or not isinstance(time_s, int | float)
+            or not math.isfinite(time_s)
+            or time_s < 0
+        ):
+            raise fail(f'"reference_time_s" must be seconds (0 or more), got {time_s!r}')
+        return None, float(time_s)
+    return None, None
+
+
+def _distortion(raw: dict, fail) -> Distortion | None:
+    """The lens's radial distortion ("distortion": k1, k2, focal_px, centre_px)."""
+    lens = raw.get("distortion")
+    if lens is None:
+        return None
+    size = raw.get(SIZE_KEY, raw.get(SCALE_KEY))
+    if not isinstance(lens, dict):
+        raise fail('"distortion" must be an object like {"k1": -0.2, "k2": 0.05}')
+    try:
+        k1, k2 = float(lens.get("k1", 0.0)), float(lens.get("k2", 0.0))
+        if "focal_px" in lens and "centre_px" in lens:
+            focal_px = float(lens["focal_px"])
+            cx, cy = (float(v) for v in lens["centre_px"])
+        elif isinstance(size, list) and len(size) == 2:
+            # Without the lens's focal length, radii are measured in half frame widths.
+            focal_px = float(size[0]) / 2
+            cx, cy = float(size[0]) / 2, float(size[1]) / 2
+        else:
+            raise fail(
+                '"distortion" needs "focal_px" and "centre_px", or the calibration needs '
+                f'"{SIZE_KEY}" (radii are then measured in half frame widths from the centre)'
+            )
+    except (TypeError, ValueError):
+        raise fail(
+            '"distortion" values must be numbers: k1, k2, focal_px, centre_px [x, y]'
+        ) from None
+    values = (k1, k2, focal_px, cx, cy)
+    if not all(math.isfinite(v) for v in values) or focal_px <= 0 or abs(k1) > 2 or abs(k2) > 2:
+        raise fail(f'"distortion" out of range: k1={k1}, k2={k2}, focal_px={focal_px}')
+    return Distortion(k1, k2, focal_px, (cx, cy))
 
 
 def _frame_size(raw: dict, fail) -> tuple[tuple[int, int] | None, bool]:

@@ -29,6 +29,24 @@ class Detections:
     detector_role: np.ndarray
     sampled_frame_index: np.ndarray  # int64 (M,)
     sampled_timestamp_s: np.ndarray  # float64 (M,)
+    # Each sampled frame's homography, source pixels (undistorted) -> pitch metres, as camera
+    # tracking found it: float64 (M, 3, 3), NaN where the frame was not covered (a cut, a
+    # close-up) or where nothing was tracked (an untracked run: the calibration holds).
+    # Built without them (code from before tracking): untracked, every frame covered.
+    sampled_image_to_pitch: np.ndarray = None  # type: ignore[assignment]
+    sampled_covered: np.ndarray = None  # type: ignore[assignment]  bool (M,): projected
+    sampled_cut: np.ndarray = None  # type: ignore[assignment]  bool (M,): a cut just before
+
+    def __post_init__(self) -> None:
+        sampled = len(self.sampled_frame_index)
+        defaults = {
+            "sampled_image_to_pitch": np.full((sampled, 3, 3), np.nan),
+            "sampled_covered": np.ones(sampled, bool),
+            "sampled_cut": np.zeros(sampled, bool),
+        }
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
 
     def __len__(self) -> int:
         return len(self.frame_index)
@@ -46,6 +64,9 @@ class Detections:
             detector_role=np.zeros(0, np.int8),
             sampled_frame_index=np.zeros(0, np.int64),
             sampled_timestamp_s=np.zeros(0, np.float64),
+            sampled_image_to_pitch=np.zeros((0, 3, 3), np.float64),
+            sampled_covered=np.zeros(0, bool),
+            sampled_cut=np.zeros(0, bool),
         )
 
     @classmethod
@@ -79,4 +100,5 @@ class Detections:
         arrays = dict(storage.load_npz(payload))
         # Detections stored before detectors' classes were read: the detector said nothing.
         arrays.setdefault("detector_role", np.full(len(arrays["frame_index"]), -1, np.int8))
-        return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls)})
+        # Detections stored before cameras were tracked get the defaults: all covered.
+        return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls) if f.name in arrays})

@@ -42,8 +42,10 @@ def pitch_positions_m(
     """Each detection's pitch position (metres) and whether it is on the pitch.
 
     Detections projected by the detect stage keep their positions; others are projected here.
+    Detections of a tracked camera were all projected there (frames it skipped stay off).
     """
-    if len(detections) and np.isnan(detections.positions_m).all():
+    tracked = np.isfinite(detections.sampled_image_to_pitch).any()
+    if len(detections) and np.isnan(detections.positions_m).all() and not tracked:
         return calibration.project_to_pitch(detections.foot_points_px)
     return detections.positions_m, detections.on_pitch()
 
@@ -81,6 +83,29 @@ def project(
     )
 
 
+# Below this share of covered frames the maps describe too little of the match to pass
+# without a word.
+LOW_COVERAGE_SHARE = 0.5
+
+
+def camera_report(detections: Detections, camera: dict, previews: list[str]) -> dict:
+    """report.json's "camera": how much of the match camera tracking could measure."""
+    sampled = len(detections.sampled_frame_index)
+    covered = int(detections.sampled_covered.sum())
+    tracked = bool(camera.get("tracked", False))
+    return {
+        "tracked": tracked,
+        "covered_share": round(covered / sampled, 4) if sampled else 0.0,
+        "covered_frames": covered,
+        "skipped_frames": sampled - covered,
+        "cuts": int(camera.get("cuts", int(detections.sampled_cut.sum()))),
+        "reacquired": int(camera.get("reacquired", 0)),
+        "detections_skipped": int(camera.get("detections_skipped", 0)),
+        "tracking_s": camera.get("tracking_s", 0.0),
+        "previews": previews,
+    }
+
+
 def match_maps(positions: PitchPositions, grid: PitchGrid, half_time_s: float) -> MatchMaps:
     return MatchMaps(
         overall=temperature_map(positions.positions_m, grid),
@@ -104,6 +129,8 @@ def build_outputs(
     decode: dict,
     detections_total: int | None = None,
     live_half_life_s: float | None = None,
+    camera: dict | None = None,
+    previews: dict[str, bytes] | None = None,
 ) -> tuple[dict[str, bytes], dict]:
     """Every file of contract section 2 (and the per-team and per-half extras) as bytes.
 
@@ -159,7 +186,15 @@ def build_outputs(
             "zones": zone_occupancy(positions.positions_m[mask], grid),
         }
     team_summary["unassigned_detections"] = int((positions.team < 0).sum())
+    files.update(previews or {})
+    camera_summary = camera_report(detections, camera or {}, sorted(previews or {}))
     warnings = list(decode.get("warnings", []))
+    if camera_summary["covered_share"] < LOW_COVERAGE_SHARE and sampled:
+        warnings.append(
+            f"camera: only {camera_summary['covered_share']:.0%} of the sampled frames showed "
+            "the pitch with a trustworthy homography (cuts, close-ups, lost tracking); the "
+            "maps cover those frames only (see the calibration_preview*.png files)"
+        )
     if not split.reliable and len(positions):
         warnings.append(f"teams: the split into two teams is unreliable: {split.reason}")
 
@@ -194,6 +229,7 @@ def build_outputs(
         "zones": zone_occupancy(positions.positions_m, grid),
         "teams": team_summary,
         # Referees and assistant referees: counted here, in no map.
+        "camera": camera_summary,
         "officials": {
             "detections": len(official_frames),
             "per_frame_mean": round(len(official_frames) / sampled, 4) if sampled else 0.0,

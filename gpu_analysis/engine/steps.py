@@ -28,9 +28,15 @@ from typing import Any, Literal
 import numpy as np
 
 from gpu_analysis.engine import calibration as _calibration
-from gpu_analysis.engine import sanity, shards, storage
+from gpu_analysis.engine import camera_tracking, sanity, shards, storage
 from gpu_analysis.engine import video as _video
-from gpu_analysis.engine.batching import FrameBatch, Letterbox, iter_batches, letterbox_geometry
+from gpu_analysis.engine.batching import (
+    FrameBatch,
+    Letterbox,
+    iter_batches,
+    letterbox,
+    letterbox_geometry,
+)
 from gpu_analysis.engine.calibration import Calibration
 from gpu_analysis.engine.detections import Detections
 from gpu_analysis.engine.errors import LASTING_OS_ERRORS, UserError, os_error_line
@@ -114,6 +120,7 @@ class MatchRun:
 
     facts: VideoFacts
     calibration: Calibration | None = None
+    calibration_label: str = "calibration"
     sample_fps: float = DEFAULT_SAMPLE_FPS
     stream: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -130,6 +137,14 @@ class MatchRun:
     frames_nonfinite: int = 0
     frames_black: int = 0
     infer_s: float = 0.0
+    # Camera tracking (with a calibration): the tracker, the reference frame's letterboxed
+    # image when it is not the first sampled frame, its seconds, and the preview PNGs.
+    tracker: camera_tracking.CameraTracker | None = None
+    reference_image_rgb: np.ndarray | None = None
+    tracking_s: float = 0.0
+    detections_skipped: int = 0  # detections in frames tracking skipped
+    previews: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    camera: dict = dataclasses.field(default_factory=dict)
     # What report.json should tell the reader about how the run deviated from what was asked.
     warnings: list[str] = dataclasses.field(default_factory=list)
     model_info: dict = dataclasses.field(default_factory=dict)
@@ -191,6 +206,46 @@ def decode_frames(facts: VideoFacts, run: MatchRun) -> Iterator[FrameBatch]:
         yield batch
 
 
+def decoded_reference_image(facts: VideoFacts, calibration: Calibration, geometry: Letterbox):
+    """The calibration's reference frame, letterboxed, when it is not the video's first frame
+    (None otherwise: the first sampled frame is the reference). Decoding up to it costs one
+    pass over the frames before it."""
+    index = calibration.reference_frame_index(facts.fps)
+    if index <= 0:
+        return None
+    if index >= facts.frame_count:
+        raise UserError(
+            f"calibration: reference_frame {index} is past the video's last frame "
+            f"({facts.frame_count - 1}); give the frame the points were read on"
+        )
+    for frame in _video.iter_sampled_frames(facts, facts.fps, DecodeStats()):
+        if frame.frame_index >= index:
+            return letterbox(frame.image_bgr, geometry)
+    raise UserError(f"{facts.path}: frame {index} (the calibration's reference) cannot be decoded")
+
+
+def sampled_reference_image(
+    shards_uri: str, manifest: dict, calibration: Calibration, fps: float
+) -> np.ndarray | None:
+    """The sampled frame nearest the calibration's reference frame, from the shards (the
+    infer step has no video); None when that is the first sampled frame."""
+    index = calibration.reference_frame_index(fps)
+    if index <= 0:
+        return None
+    best, best_gap, first = None, None, True
+    for batch in shards.iter_shards(shards_uri, manifest):
+        for i, frame in enumerate(batch.frame_index):
+            gap = abs(int(frame) - index)
+            if best_gap is None or gap < best_gap:
+                best, best_gap = batch.images_rgb[i].copy(), gap
+                if first and i == 0 and gap == 0:
+                    return None
+            first = False
+        if batch.frame_index[-1] > index:
+            break
+    return best
+
+
 def detect_players(batches: Iterator[FrameBatch], run: MatchRun) -> Detections:
     """Frame batches -> each player's foot point, pitch position and shirt colour.
 
@@ -203,9 +258,13 @@ def detect_players(batches: Iterator[FrameBatch], run: MatchRun) -> Detections:
     parts = []
     analysed = 0
     for batch in batches:
+        homographies = track_camera(batch, run)
         t0 = time.perf_counter()
-        found = detect_batch(run.detector, batch, run.calibration)
+        found = detect_batch(run.detector, batch, run.calibration, homographies)
         run.detections_total += len(found)
+        if homographies is not None:
+            skipped = ~homographies.covered[np.searchsorted(batch.frame_index, found.frame_index)]
+            run.detections_skipped += int(skipped.sum())
         run.frames_black += sanity.black_frames(batch)
         finite = np.isfinite(found.foot_points_px).all(axis=1)
         if not finite.all():
@@ -219,7 +278,51 @@ def detect_players(batches: Iterator[FrameBatch], run: MatchRun) -> Detections:
         analysed += len(batch)
         run.report(f"detected players in {analysed}/{run.expected_frames} frames",
                    analysed / run.expected_frames)  # fmt: skip
+    if run.tracker is not None:
+        run.camera = {
+            **run.tracker.summary(),
+            "tracking_s": round(run.tracking_s, 4),
+            "detections_skipped": run.detections_skipped,
+        }
     return Detections.concat(parts)
+
+
+def track_camera(batch: FrameBatch, run: MatchRun) -> camera_tracking.BatchCameras | None:
+    """Each frame's homography from camera tracking (with a calibration), previews on the way.
+
+    The first frame starts the tracker: from the reference frame's image when the
+    calibration names a later frame, else from this frame, which is then the reference. The
+    reference view is checked against the calibration first (camera_tracking.check_reference).
+    """
+    if run.calibration is None or len(batch) == 0:
+        return None
+    started = time.perf_counter()
+    if run.tracker is None:
+        run.tracker = camera_tracking.CameraTracker(
+            run.calibration, batch.geometry, run.calibration.distortion
+        )
+        reference = run.reference_image_rgb
+        if reference is None:
+            reference = batch.images_rgb[0]
+        reference_index = run.calibration.reference_frame_index(run.facts.fps)
+        camera_tracking.check_reference(
+            run.tracker, reference, run.calibration_label, reference_index
+        )
+        run.tracker.set_reference(reference)
+        run.previews[camera_tracking.PREVIEW_FILE] = camera_tracking.preview_png(
+            reference, batch.geometry, run.calibration, run.calibration.image_to_pitch,
+            "reference frame",
+        )  # fmt: skip
+    cameras = camera_tracking.track_batch(run.tracker, batch)
+    for i in range(len(batch)):
+        name = camera_tracking.periodic_preview_name(float(batch.timestamp_s[i]))
+        if name is not None and name not in run.previews and cameras.covered[i]:
+            run.previews[name] = camera_tracking.preview_png(
+                batch.images_rgb[i], batch.geometry, run.calibration,
+                cameras.image_to_pitch[i], f"t = {batch.timestamp_s[i]:.0f} s (tracked)",
+            )  # fmt: skip
+    run.tracking_s += time.perf_counter() - started
+    return cameras
 
 
 def build_match_outputs(detections: Detections, run: MatchRun) -> MatchOutputs:
@@ -249,6 +352,8 @@ def build_match_outputs(detections: Detections, run: MatchRun) -> MatchOutputs:
             "decoding": decoding_facts(run.decode),
         },
         detections_total=run.detections_total,
+        camera=run.camera,
+        previews=run.previews,
     )
     return MatchOutputs(files, report)
 
@@ -261,7 +366,11 @@ def detection_counts(detections: Detections, run: MatchRun) -> sanity.DetectionC
     frame_of = np.searchsorted(sampled, detections.frame_index[on_pitch])
     return sanity.DetectionCounts(
         sampled_frames=len(sampled),
-        detections_total=max(run.detections_total, len(detections)),
+        # Players of frames camera tracking skipped (cuts, close-ups) were never projected:
+        # they are neither on nor off the pitch.
+        detections_total=max(
+            run.detections_total - int(run.camera.get("detections_skipped", 0)), len(detections)
+        ),
         nonfinite=run.detections_nonfinite,
         nonfinite_frames=run.frames_nonfinite,
         on_pitch_per_frame=np.bincount(frame_of, minlength=len(sampled)).astype(np.int64),
@@ -392,10 +501,18 @@ def _player_heights_input_px(
 
 
 def detect_batch(
-    detector: Detector, batch: FrameBatch, calibration: Calibration | None = None
+    detector: Detector,
+    batch: FrameBatch,
+    calibration: Calibration | None = None,
+    cameras: camera_tracking.BatchCameras | None = None,
 ) -> Detections:
     """Run a detector on one batch; project each foot to the pitch once (with a calibration)
-    and read the shirt colour of each player on the pitch."""
+    and read the shirt colour of each player on the pitch.
+
+    With `cameras` (camera tracking), each frame is projected with its own homography, and
+    a frame tracking did not cover projects nothing: a stale homography would put its
+    players in the wrong place.
+    """
     feet = detector.detect(batch)
     parts = []
     for i, frame_feet in enumerate(feet):
@@ -404,8 +521,12 @@ def detect_batch(
         heights = _player_heights_input_px(
             feet_px, frame_feet.heights_px, batch.geometry, calibration
         )
-        if calibration is not None:
-            positions_m, on_pitch = calibration.project_to_pitch(feet_px)
+        if calibration is not None and cameras is not None and not cameras.covered[i]:
+            positions_m, on_pitch = np.full((k, 2), np.nan), np.zeros(k, bool)
+        elif calibration is not None:
+            positions_m, on_pitch = calibration.project_to_pitch(
+                feet_px, None if cameras is None else cameras.image_to_pitch[i]
+            )
         else:
             positions_m, on_pitch = np.full((k, 2), np.nan), np.ones(k, bool)
         on_pitch &= np.isfinite(feet_px).all(axis=1)  # a NaN foot has no shirt to read
@@ -433,9 +554,20 @@ def detect_batch(
                 ),
                 sampled_frame_index=batch.frame_index[i : i + 1].astype(np.int64),
                 sampled_timestamp_s=batch.timestamp_s[i : i + 1].astype(np.float64),
+                **_sampled_camera(cameras, i),
             )
         )
     return Detections.concat(parts)
+
+
+def _sampled_camera(cameras: camera_tracking.BatchCameras | None, i: int) -> dict:
+    if cameras is None:
+        return {}
+    return {
+        "sampled_image_to_pitch": cameras.image_to_pitch[i : i + 1],
+        "sampled_covered": cameras.covered[i : i + 1],
+        "sampled_cut": cameras.cut[i : i + 1],
+    }
 
 
 def infer(
@@ -454,14 +586,21 @@ def infer(
     manifest = shards.read_manifest(shards_uri)
     pre = from_plain(PreprocessSummary, manifest["summary"])
     detector = OnnxDetector(model, device, classes=classes, input_size=input_size)
+    calibration = (
+        load_calibration(calibration_path, pre.video) if calibration_path is not None else None
+    )
     run = MatchRun(
         facts=pre.video,
-        calibration=(
-            load_calibration(calibration_path, pre.video) if calibration_path is not None else None
-        ),
+        calibration=calibration,
+        calibration_label=str(calibration_path),
         sample_fps=pre.sample_fps,
         detector=detector,
         progress=progress,
+        reference_image_rgb=(
+            None
+            if calibration is None
+            else sampled_reference_image(shards_uri, manifest, calibration, pre.video.fps)
+        ),
     )
     detections = run_stages("infer", shards.iter_shards(shards_uri, manifest), run)
     sampled = len(detections.sampled_frame_index)
@@ -475,7 +614,14 @@ def infer(
         total_s=round(time.perf_counter() - started, 4),
     )
     storage.write_bytes(storage.join(detections_uri, DETECTIONS_FILE), detections.to_bytes())
-    body = {"summary": as_plain(summary), "preprocess": manifest["summary"]}
+    for name, png in run.previews.items():
+        storage.write_bytes(storage.join(detections_uri, name), png)
+    body = {
+        "summary": as_plain(summary),
+        "preprocess": manifest["summary"],
+        "camera": run.camera,
+        "previews": sorted(run.previews),
+    }
     storage.write_bytes(
         storage.join(detections_uri, INFER_SUMMARY), json.dumps(body, indent=2).encode()
     )
@@ -559,6 +705,12 @@ def aggregate(
     run = MatchRun(
         facts=video_facts,
         calibration=load_calibration(calibration_path, video_facts),
+        calibration_label=str(calibration_path),
+        camera=body.get("camera", {}),
+        previews={
+            name: storage.read_bytes(storage.join(detections_uri, name))
+            for name in body.get("previews", [])
+        },
         sample_fps=pre.sample_fps,
         res_m=res_m,
         live_half_life_s=live_half_life_s,
@@ -678,14 +830,17 @@ def analyze(
                 classes=classes,
                 input_size=input_size,
             )
+        geometry = letterbox_geometry((facts.width, facts.height), detector.input_wh)
         run = MatchRun(
             facts=facts,
             calibration=calibration,
+            calibration_label=str(calibration_path),
+            reference_image_rgb=decoded_reference_image(facts, calibration, geometry),
             sample_fps=sample_fps,
             stream=stream,
             batch_size=batch_size,
             detector=detector,
-            geometry=letterbox_geometry((facts.width, facts.height), detector.input_wh),
+            geometry=geometry,
             res_m=res_m,
             live_half_life_s=live_half_life_s,
             progress=progress,

@@ -185,6 +185,8 @@ def test_each_materialization_carries_ui_metadata(local_env):
     assert all(w in maps["warnings"].value for w in report["warnings"])
     assert maps["teams_reliable"].value == report["teams"]["split_reliable"]
     assert maps["officials_per_frame_mean"].value == report["officials"]["per_frame_mean"]
+    # The calibration's pitch lines over the reference frame, to catch a wrong calibration.
+    assert maps["calibration_preview"].value.startswith("![calibration preview](data:image/png")
     preview = maps["temperature_map"].value
     match = re.fullmatch(
         r"!\[temperature map\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", preview
