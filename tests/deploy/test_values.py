@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 import subprocess
 import sys
-from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 
@@ -23,7 +20,7 @@ from infra_assets.spec import ClusterSpec
 from infra_assets.spec.aws import DagsterAwsSpec
 from infra_assets.spec.kubernetes import GPU_TAINT, NODEPOOL_LABEL, default_nodepools
 from tests.conftest import REPO_ROOT
-from tests.upstream import pinned
+from tests.upstream.helm_values import dagster_values_errors
 from video_assets.pod_specs import WORKER_UID
 
 STAGING = load_profile("staging", env={})
@@ -34,98 +31,12 @@ def staging_values(profile=STAGING) -> dict:
     return dagster_values(profile, postgres_host=RDS_HOST)
 
 
-# --- the chart's values.schema.json, as `helm install` applies it ------------------------------
-#
-# Helm validates the values merged over the chart's values.yaml against values.schema.json
-# (Draft 7, Helm docs "Schema files"). The values.yaml of the pinned schema's commit is not
-# stored (shared/upstream/README.md, "Not included"), so the defaults cannot be merged here:
-# `required` is dropped where the chart's defaults supply the key, and kept inside array items,
-# which Helm replaces whole instead of merging (a user deployment must name its own image and
-# port). Remote $refs (kubernetesjsonschema.dev) cannot be fetched offline and are "any object"
-# (the README's rule). Helm says nothing about keys a schema leaves open, which are silently
-# ignored; the walk below refuses them too, as tests/upstream/helm_values.py does for Cilium.
-
-
-def _inline(node: Any, definitions: dict, in_items: bool, depth: int = 0) -> Any:
-    if depth > 50:
-        raise RecursionError("the chart schema's $refs nest deeper than 50")
-    if isinstance(node, list):
-        return [_inline(n, definitions, in_items, depth + 1) for n in node]
-    if not isinstance(node, dict):
-        return node
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/definitions/"):
-        # Draft 7: a $ref replaces its siblings.
-        return _inline(definitions[ref.rsplit("/", 1)[1]], definitions, in_items, depth + 1)
-    if isinstance(ref, str):
-        return {"type": node["type"], "x-remote": ref} if "type" in node else {"x-remote": ref}
-    out = {}
-    for key, value in node.items():
-        if key == "required" and not in_items:
-            continue
-        if key in ("properties", "definitions", "patternProperties"):
-            out[key] = {k: _inline(v, definitions, in_items, depth + 1) for k, v in value.items()}
-        else:
-            out[key] = _inline(value, definitions, in_items or key == "items", depth + 1)
-    return out
-
-
-@cache
-def chart_schema() -> dict:
-    raw = json.loads(pinned.required_text(pinned.DAGSTER_VALUES_SCHEMA))
-    definitions = raw.pop("definitions")
-    return _inline(raw, definitions, in_items=False)
-
-
-def _unknown_keys(value: Any, schema: dict, path: str) -> list[str]:
-    if "x-remote" in schema:
-        return []
-    branches = [schema, *schema.get("anyOf", []), *schema.get("oneOf", [])]
-    if isinstance(value, list):
-        items = [b["items"] for b in branches if isinstance(b.get("items"), dict)]
-        return [
-            error
-            for i, item in enumerate(value)
-            for sub in items[:1]
-            for error in _unknown_keys(item, sub, f"{path}[{i}]")
-        ]
-    if not isinstance(value, dict):
-        return []
-    properties: dict[str, Any] = {}
-    for branch in branches:
-        properties.update(branch.get("properties", {}))
-    additional = next(
-        (b["additionalProperties"] for b in branches if "additionalProperties" in b), None
-    )
-    if not properties:  # "object" alone, or `properties: {}`: a free-form map
-        return []
-    errors = []
-    for key, item in value.items():
-        where = f"{path}.{key}" if path else key
-        if key in properties:
-            errors += _unknown_keys(item, properties[key], where)
-        elif isinstance(additional, dict):
-            errors += _unknown_keys(item, additional, where)
-        elif additional is not True:
-            errors.append(f"{where}: unknown key (not in the chart's values.schema.json)")
-    return errors
-
-
-def chart_errors(chart_values: dict) -> list[str]:
-    schema = chart_schema()
-    refused = [
-        f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-        for e in jsonschema.Draft7Validator(schema).iter_errors(chart_values)
-    ]
-    return sorted(set(refused) | set(_unknown_keys(chart_values, schema, "")))
-
-
 # --- the values ------------------------------------------------------------------------------
 
 
 def test_the_staging_values_pass_the_chart_schema():
-    assert chart_errors(staging_values()) == []
-    assert chart_errors(dagster_values(STAGING)) == []  # before the database exists too
+    assert dagster_values_errors(staging_values()) == []
+    assert dagster_values_errors(dagster_values(STAGING)) == []  # before the database exists too
 
 
 @pytest.mark.parametrize(
@@ -154,7 +65,7 @@ def test_the_staging_values_pass_the_chart_schema():
 def test_a_broken_value_is_refused_by_the_schema_check(edit, expected):
     broken = copy.deepcopy(staging_values())
     edit(broken)
-    errors = chart_errors(broken)
+    errors = dagster_values_errors(broken)
     assert any(expected in e for e in errors), errors
 
 
@@ -397,7 +308,7 @@ def test_deploy_values_prints_the_values_yaml_of_the_active_profile():
     assert done.returncode == 0, done.stderr
     printed = yaml.safe_load(done.stdout)
     assert printed == staging_values()
-    assert chart_errors(printed) == []
+    assert dagster_values_errors(printed) == []
 
 
 def test_deploy_values_without_a_host_says_where_the_host_comes_from():

@@ -114,3 +114,92 @@ def karpenter_values_errors(values: dict) -> list[str]:
         else:
             errors += _against_defaults(item, karpenter_defaults()[key], key)
     return errors
+
+
+# --- Dagster: the chart's values.schema.json, as `helm install` applies it ----------------------
+#
+# Helm validates the values merged over the chart's values.yaml against values.schema.json
+# (Draft 7, Helm docs "Schema files"). The values.yaml of the pinned schema's commit is not
+# stored (shared/upstream/README.md, "Not included"), so the defaults cannot be merged here:
+# `required` is dropped where the chart's defaults supply the key, and kept inside array items,
+# which Helm replaces whole instead of merging (a user deployment must name its own image and
+# port). Remote $refs (kubernetesjsonschema.dev) cannot be fetched offline and are "any object"
+# (the README's rule). Helm says nothing about keys a schema leaves open, which are silently
+# ignored; the walk below refuses them too, as the Cilium check above does.
+
+
+def _inline_dagster(node: Any, definitions: dict, in_items: bool, depth: int = 0) -> Any:
+    if depth > 50:
+        raise RecursionError("the chart schema's $refs nest deeper than 50")
+    if isinstance(node, list):
+        return [_inline_dagster(n, definitions, in_items, depth + 1) for n in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/definitions/"):
+        # Draft 7: a $ref replaces its siblings.
+        return _inline_dagster(definitions[ref.rsplit("/", 1)[1]], definitions, in_items, depth + 1)
+    if isinstance(ref, str):
+        return {"type": node["type"], "x-remote": ref} if "type" in node else {"x-remote": ref}
+    out = {}
+    for key, value in node.items():
+        if key == "required" and not in_items:
+            continue
+        if key in ("properties", "definitions", "patternProperties"):
+            out[key] = {
+                k: _inline_dagster(v, definitions, in_items, depth + 1) for k, v in value.items()
+            }
+        else:
+            out[key] = _inline_dagster(value, definitions, in_items or key == "items", depth + 1)
+    return out
+
+
+@cache
+def dagster_schema() -> dict:
+    raw = json.loads(pinned.required_text(pinned.DAGSTER_VALUES_SCHEMA))
+    definitions = raw.pop("definitions")
+    return _inline_dagster(raw, definitions, in_items=False)
+
+
+def _unknown_dagster_keys(value: Any, schema: dict, path: str) -> list[str]:
+    if "x-remote" in schema:
+        return []
+    branches = [schema, *schema.get("anyOf", []), *schema.get("oneOf", [])]
+    if isinstance(value, list):
+        items = [b["items"] for b in branches if isinstance(b.get("items"), dict)]
+        return [
+            error
+            for i, item in enumerate(value)
+            for sub in items[:1]
+            for error in _unknown_dagster_keys(item, sub, f"{path}[{i}]")
+        ]
+    if not isinstance(value, dict):
+        return []
+    properties: dict[str, Any] = {}
+    for branch in branches:
+        properties.update(branch.get("properties", {}))
+    additional = next(
+        (b["additionalProperties"] for b in branches if "additionalProperties" in b), None
+    )
+    if not properties:  # "object" alone, or `properties: {}`: a free-form map
+        return []
+    errors = []
+    for key, item in value.items():
+        where = f"{path}.{key}" if path else key
+        if key in properties:
+            errors += _unknown_dagster_keys(item, properties[key], where)
+        elif isinstance(additional, dict):
+            errors += _unknown_dagster_keys(item, additional, where)
+        elif additional is not True:
+            errors.append(f"{where}: unknown key (not in the chart's values.schema.json)")
+    return errors
+
+
+def dagster_values_errors(chart_values: dict) -> list[str]:
+    """What Helm would refuse in these Dagster chart values, plus keys the chart does not know."""
+    schema = dagster_schema()
+    refused = [
+        f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(chart_values)
+    ]
+    return sorted(set(refused) | set(_unknown_dagster_keys(chart_values, schema, "")))

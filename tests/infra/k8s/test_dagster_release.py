@@ -25,8 +25,8 @@ from infra_assets.unit import NoClusterConfigured, UnitContext
 from infra_assets.units.aws_unit import UpstreamMissing
 from infra_assets.units.dagster_aws import DagsterAwsUnit
 from infra_assets.units.dagster_release import PASSWORD_VERSION_ANNOTATION, DagsterReleaseUnit
-from tests.deploy.test_values import chart_errors
 from tests.infra.k8s.conftest import FAKE_HELM, helm_calls
+from tests.upstream.helm_values import dagster_values_errors as chart_errors
 
 PROFILE = load_profile("staging")
 SPEC = InfraResource.from_profile(PROFILE).cluster_spec()
