@@ -206,7 +206,9 @@ def decode_frames(facts: VideoFacts, run: MatchRun) -> Iterator[FrameBatch]:
         yield batch
 
 
-def decoded_reference_image(facts: VideoFacts, calibration: Calibration, geometry: Letterbox):
+def decoded_reference_image(
+    facts: VideoFacts, calibration: Calibration, geometry: Letterbox, stream: int | None = None
+):
     """The calibration's reference frame, letterboxed, when it is not the video's first frame
     (None otherwise: the first sampled frame is the reference). Decoding up to it costs one
     pass over the frames before it."""
@@ -218,7 +220,7 @@ def decoded_reference_image(facts: VideoFacts, calibration: Calibration, geometr
             f"calibration: reference_frame {index} is past the video's last frame "
             f"({facts.frame_count - 1}); give the frame the points were read on"
         )
-    for frame in _video.iter_sampled_frames(facts, facts.fps, DecodeStats()):
+    for frame in _video.iter_sampled_frames(facts, facts.fps, DecodeStats(), stream=stream):
         if frame.frame_index >= index:
             return letterbox(frame.image_bgr, geometry)
     raise UserError(f"{facts.path}: frame {index} (the calibration's reference) cannot be decoded")
@@ -835,7 +837,7 @@ def analyze(
             facts=facts,
             calibration=calibration,
             calibration_label=str(calibration_path),
-            reference_image_rgb=decoded_reference_image(facts, calibration, geometry),
+            reference_image_rgb=decoded_reference_image(facts, calibration, geometry, stream),
             sample_fps=sample_fps,
             stream=stream,
             batch_size=batch_size,
